@@ -25,10 +25,17 @@ test: lint
 	$(BIN)/pytest -q
 
 demo: $(STAMP)
-	$(BIN)/python -m mosic.demo --out $(DEMO_DIR)
+	$(BIN)/mosic synth-videos $(DEMO_DIR)/videos --count 4 --frames 96
+	$(BIN)/mosic extract-tracks $(DEMO_DIR)/videos --store $(DEMO_DIR)/tracks.zarr
+	$(BIN)/mosic store info $(DEMO_DIR)/tracks.zarr
+	$(BIN)/mosic store validate $(DEMO_DIR)/tracks.zarr
+	$(BIN)/mosic visualize tracks $(DEMO_DIR)/tracks.zarr synth_000 --step 6 --points 64 \
+		-o $(DEMO_DIR)/tracks.png
+	$(BIN)/mosic visualize tracks $(DEMO_DIR)/tracks.zarr synth_000 -o $(DEMO_DIR)/tracks.gif
 
 bench: $(STAMP)
-	$(BIN)/python bench/run.py --out runs/bench
+	$(BIN)/python bench/stage_one.py --out runs/bench
+	$(BIN)/python bench/cluster_scaling.py --out runs/bench
 
 clean:
 	rm -rf $(VENV) runs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
 
@@ -10,9 +11,18 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from mosic.pipeline.extract import ExtractConfig, open_store, run_extraction
-from mosic.pipeline.progress import ExtractionProgress
+from mosic.pipeline.cluster import ClusterConfig, DaskRunner, batch_size, dask_client
+from mosic.pipeline.extract import (
+    ExtractConfig,
+    ExtractSummary,
+    InProcessRunner,
+    open_store,
+    run_extraction,
+)
+from mosic.pipeline.lock import StoreLockedError, WriterLock
+from mosic.pipeline.progress import ExtractionProgress, print_failure
 from mosic.stages.video_io import SizeSpec, list_sources
 from mosic.store_schema import StoreError, TrackStore
 from mosic.store_schema.validate import validate_store
@@ -22,12 +32,13 @@ store_app = typer.Typer(help="Inspect and check a track store.")
 visualize_app = typer.Typer(help="Draw what a store holds.")
 app.add_typer(store_app, name="store")
 app.add_typer(visualize_app, name="visualize")
-console = Console()
-err = Console(stderr=True)
+# Paths and reasons are printed as they are: no markup, no highlighting, no wrapping.
+console = Console(markup=False, highlight=False, soft_wrap=True)
+err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    err.print(Text.assemble(("error: ", "red"), message))
     return typer.Exit(code)
 
 
@@ -44,10 +55,23 @@ def extract_tracks(
     size: Annotated[
         str, typer.Option(help="Storage size: '256' (shorter side) or 'WIDTHxHEIGHT'.")
     ] = "256",
-    window: Annotated[int, typer.Option(help="Frames per tracker call (memory bound).")] = 192,
+    window: Annotated[
+        int, typer.Option(help="Frames per tracker call: query sets that fit share one call.")
+    ] = 67,
     device: Annotated[str, typer.Option(help="cpu or cuda (GPU trackers).")] = "cpu",
     overwrite: Annotated[bool, typer.Option(help="Redo videos already complete.")] = False,
     strict: Annotated[bool, typer.Option(help="Exit 1 if any video failed.")] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Worker processes (default: one per GPU, or per core); 0: no cluster."),
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Use the Dask scheduler at this address.")
+    ] = None,
+    dashboard: Annotated[str, typer.Option(help="Dashboard address of a local cluster.")] = ":8787",
+    batch_videos: Annotated[
+        int | None, typer.Option(help="Videos per task (default: about 4 tasks per worker).")
+    ] = None,
 ) -> None:
     """Decode, track and store every video (re-runs skip what is complete)."""
     try:
@@ -63,20 +87,15 @@ def extract_tracks(
             device=device,
         )
         sources = list_sources(src)
-        track_store, backend = open_store(str(store), config)
-    except (ValueError, FileNotFoundError, StoreError) as exc:
+        with WriterLock(store):
+            track_store, backend = open_store(str(store), config)
+            console.print(f"{len(sources)} videos in {src} -> {store} (tracker {backend.name})")
+            cluster = ClusterConfig(workers, scheduler, device, dashboard)
+            summary = _extract(
+                sources, track_store, config, backend, cluster, overwrite, batch_videos
+            )
+    except (ValueError, FileNotFoundError, StoreError, StoreLockedError) as exc:
         raise _fail(str(exc)) from None
-    console.print(f"{len(sources)} videos in {src} -> {store} (tracker {backend.name})")
-    with ExtractionProgress(console) as progress:
-        summary = run_extraction(
-            sources,
-            track_store,
-            config,
-            backend,
-            overwrite=overwrite,
-            on_start=progress.start,
-            on_video=progress.advance,
-        )
     fps = summary.frames / max(summary.seconds, 1e-9)
     console.print(
         f"done {summary.done}, skipped {summary.skipped} (already complete), "
@@ -84,12 +103,69 @@ def extract_tracks(
         f"in {summary.seconds:.1f} s ({fps:.1f} frames/s, tracker {summary.track_seconds:.1f} s)"
     )
     for failure in summary.failures[:20]:
-        console.print(f"  [red]{failure.stage}[/red] {failure.source}: {failure.reason}")
+        print_failure(console, failure)
     if summary.failed > 20:
         console.print(f"  ... and {summary.failed - 20} more (mosic store info {store})")
     processed = summary.total - summary.skipped
     if (strict and summary.failed) or (processed and summary.failed == processed):
         raise typer.Exit(1)
+
+
+@app.command("synth-videos")
+def synth_videos(
+    out: Annotated[Path, typer.Argument(help="Folder to write the videos into.")],
+    count: Annotated[int, typer.Option(help="How many videos.")] = 4,
+    frames: Annotated[int, typer.Option(help="Frames per video.")] = 96,
+    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT of the frames.")] = "256x192",
+    kind: Annotated[str, typer.Option(help="mp4 files or JPEG frame folders.")] = "mp4",
+    seed: Annotated[int, typer.Option(help="Seed of the first video.")] = 0,
+) -> None:
+    """Generate test videos: textured layers that move, rotate and scale, and an occluder."""
+    from mosic.stages.synthetic import make_video, write_frame_folder, write_video_file
+
+    spec = SizeSpec.parse(size)
+    if spec.fixed is None or kind not in {"mp4", "frames"}:
+        raise _fail("--size takes WIDTHxHEIGHT and --kind takes mp4 or frames")
+    width, height = spec.fixed
+    for i in range(count):
+        video = make_video(seed + i, num_frames=frames, height=height, width=width)
+        name = f"synth_{seed + i:03d}"
+        if kind == "mp4":
+            write_video_file(video, out / f"{name}.mp4")
+        else:
+            write_frame_folder(video, out / name)
+    console.print(f"wrote {count} videos ({frames} frames, {width}x{height}) to {out}")
+
+
+def _extract(
+    sources: list,
+    track_store: TrackStore,
+    config: ExtractConfig,
+    tracker,
+    cluster: ClusterConfig,
+    overwrite: bool,
+    batch_videos: int | None,
+) -> ExtractSummary:
+    """Run the extraction in this process (``--workers 0``) or on a Dask cluster."""
+    with ExtractionProgress(console) as progress, ExitStack() as stack:
+        if cluster.workers == 0 and not cluster.scheduler:
+            runner = InProcessRunner(track_store, config, tracker)
+            workers = 1
+        else:
+            client = stack.enter_context(dask_client(cluster))
+            console.print(f"dask dashboard: {client.dashboard_link}")
+            runner = DaskRunner(client, str(track_store.path), config)
+            workers = runner.workers
+        return run_extraction(
+            sources,
+            track_store,
+            config,
+            runner,
+            batch_videos=batch_videos or batch_size(len(sources), workers),
+            overwrite=overwrite,
+            on_start=progress.start,
+            on_video=progress.advance,
+        )
 
 
 def _open(path: Path) -> TrackStore:
@@ -135,7 +211,7 @@ def store_info(
         table.add_row(name, json.dumps(value))
     console.print(table)
     for failure in failures[:20]:
-        console.print(f"  [red]{failure.stage}[/red] {failure.source}: {failure.reason}")
+        print_failure(console, failure)
 
 
 @store_app.command("validate")
@@ -146,9 +222,9 @@ def store_validate(
     """Check every video's arrays against the schema; exit 1 with the reasons if any is wrong."""
     report = validate_store(_open(store), deep=deep)
     for note in report.notes:
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {note}")
     for problem in report.problems:
-        console.print(f"[red]problem:[/red] {problem}", highlight=False)
+        console.print(Text.assemble(("problem: ", "red"), problem))
     if not report.ok:
         console.print(f"{store}: INVALID ({len(report.problems)} problems)")
         raise typer.Exit(1)

@@ -156,9 +156,7 @@ def test_failures_table_records_and_forgets(store):
     store.update_failures([Failure("x", "in/x.mp4", "decode", "not a video")], [])
     store.update_failures([Failure("y", "in/y", "decode", "no frames")], [])
     store.update_failures([], ["x"])
-    assert TrackStore.open(store.path).failures() == [
-        Failure("y", "in/y", "decode", "no frames")
-    ]
+    assert TrackStore.open(store.path).failures() == [Failure("y", "in/y", "decode", "no frames")]
     json.dumps(store.root["failures"].attrs["failures"])  # plain JSON, nothing pickled
 
 

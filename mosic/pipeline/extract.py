@@ -1,20 +1,21 @@
 """Stage one's orchestration: decode, track and store every video, resumably.
 
-``extract_video`` is the unit of work (it runs wherever the work is scheduled and writes only
-its own video's group); ``run_extraction`` is the coordinator (it alone writes the index and
+``extract_batch`` is the unit of work (it runs wherever the work is scheduled and writes only
+its own videos' groups); ``run_extraction`` is the coordinator (it alone writes the index and
 the failures table).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
 
 from mosic.stages.queries import grid_points, query_frames, track_query_sets
 from mosic.stages.trackers import build_tracker
 from mosic.stages.trackers.base import Tracker
-from mosic.stages.video_io import SizeSpec, VideoError, VideoSource, read_video
+from mosic.stages.video_io import DecodedVideo, SizeSpec, VideoError, VideoSource, read_video
 from mosic.store_schema import (
     Failure,
     TrackStore,
@@ -24,8 +25,11 @@ from mosic.store_schema import (
     video_key,
 )
 
+Batch = list[tuple[VideoSource, str]]  # (source, store key) pairs: one unit of work
+BatchRunner = Callable[[list[Batch]], Iterator["VideoOutcome"]]
+
 FLUSH_EVERY_VIDEOS = 32
-FLUSH_EVERY_SECONDS = 10.0
+FLUSH_EVERY_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,7 @@ class ExtractConfig:
     frame_stride: int = 1
     max_frames: int | None = None
     size: str = "256"
-    window: int = 192
+    window: int = 67
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -69,6 +73,7 @@ class VideoOutcome:
     failure: Failure | None = None
     frames: int = 0
     track_seconds: float = 0.0
+    busy_seconds: float = 0.0  # time its task spent on it: waiting for decode, track, write
 
 
 def _one_line(exc: BaseException) -> str:
@@ -79,26 +84,36 @@ def _one_line(exc: BaseException) -> str:
     return text if isinstance(exc, OSError) else f"{type(exc).__name__}: {text}"
 
 
-def extract_video(
-    source: VideoSource, key: str, store: TrackStore, config: ExtractConfig, tracker: Tracker
-) -> VideoOutcome:
-    """Decode, track and write one video; never raises for a bad video (returns a failure)."""
-    stage = "decode"
-    try:
-        video = read_video(
-            source,
-            SizeSpec.parse(config.size),
-            frame_stride=config.frame_stride,
-            max_frames=config.max_frames,
+def decode(source: VideoSource, config: ExtractConfig) -> DecodedVideo:
+    """Decode one source at storage size; VideoError if unusable or too short for one clip."""
+    video = read_video(
+        source,
+        SizeSpec.parse(config.size),
+        frame_stride=config.frame_stride,
+        max_frames=config.max_frames,
+    )
+    if len(video.frames) < config.horizon:
+        raise VideoError(
+            source.path,
+            f"{len(video.frames)} frames after stride {config.frame_stride}; "
+            f"one clip needs {config.horizon}",
         )
+    return video
+
+
+def track_and_store(
+    key: str,
+    source: VideoSource,
+    video: DecodedVideo,
+    store: TrackStore,
+    config: ExtractConfig,
+    tracker: Tracker,
+) -> VideoOutcome:
+    """Track one decoded video's query sets and write its group; failures are returned."""
+    stage = "track"
+    try:
         frames = video.frames
         t, h, w, _ = frames.shape
-        if t < config.horizon:
-            raise VideoError(
-                source.path,
-                f"{t} frames after stride {config.frame_stride}; one clip needs {config.horizon}",
-            )
-        stage = "track"
         started = time.perf_counter()
         starts = query_frames(t, config.query_every, config.horizon)
         tracks = track_query_sets(
@@ -118,9 +133,39 @@ def extract_video(
     except Exception as exc:  # a bad video must not stop the run: it becomes a failure row
         if stage == "write":
             store.discard_video(key)
-        failure = Failure(key, str(source.path), stage, _one_line(exc))
-        return VideoOutcome(key, str(source.path), failure=failure)
+        return failed(key, source, stage, exc)
     return VideoOutcome(key, str(source.path), record=record, frames=t, track_seconds=track_seconds)
+
+
+def failed(key: str, source: VideoSource, stage: str, why: BaseException | str) -> VideoOutcome:
+    """The outcome of a video that failed at ``stage`` for ``why`` (an exception or a reason)."""
+    reason = why if isinstance(why, str) else _one_line(why)
+    return VideoOutcome(
+        key, str(source.path), failure=Failure(key, str(source.path), stage, reason)
+    )
+
+
+def extract_batch(
+    items: Batch,
+    store: TrackStore,
+    config: ExtractConfig,
+    tracker: Tracker,
+) -> Iterator[VideoOutcome]:
+    """Extract videos one after another, decoding the next while the current one is tracked."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
+        ahead = [pool.submit(decode, source, config) for source, _ in items[:1]]
+        for i, (source, key) in enumerate(items):
+            started = time.perf_counter()
+            if i + 1 < len(items):
+                ahead.append(pool.submit(decode, items[i + 1][0], config))
+            try:
+                video = ahead[i].result()
+                outcome = track_and_store(key, source, video, store, config, tracker)
+            except Exception as exc:  # a bad video must not stop the run
+                outcome = failed(key, source, "decode", exc)
+            finally:
+                ahead[i] = video = None  # release the frames as soon as they are used
+            yield replace(outcome, busy_seconds=time.perf_counter() - started)
 
 
 @dataclass
@@ -133,6 +178,7 @@ class ExtractSummary:
     frames: int = 0
     seconds: float = 0.0
     track_seconds: float = 0.0
+    busy_seconds: float = 0.0
     failures: list[Failure] = field(default_factory=list)
 
     @property
@@ -143,14 +189,14 @@ class ExtractSummary:
 
 def plan_work(
     sources: list[VideoSource], store: TrackStore, overwrite: bool
-) -> tuple[list[tuple[VideoSource, str]], list[VideoRecord], list[Failure]]:
+) -> tuple[Batch, list[VideoRecord], list[Failure]]:
     """Split sources into work to do, complete videos to (re)index, and name clashes.
 
     A video complete on disk but missing from the index (a run killed before it flushed) is
     returned for indexing, not redone.
     """
     indexed = set(store.keys())
-    todo: list[tuple[VideoSource, str]] = []
+    todo: Batch = []
     reindex: list[VideoRecord] = []
     clashes: list[Failure] = []
     owner: dict[str, VideoSource] = {}
@@ -172,17 +218,33 @@ def plan_work(
     return todo, reindex, clashes
 
 
+class InProcessRunner:
+    """Runs every batch in this process, one after another (no cluster)."""
+
+    def __init__(self, store: TrackStore, config: ExtractConfig, tracker: Tracker):
+        self.store, self.config, self.tracker = store, config, tracker
+
+    def __call__(self, batches: list[Batch]) -> Iterator[VideoOutcome]:
+        items = [item for batch in batches for item in batch]
+        yield from extract_batch(items, self.store, self.config, self.tracker)
+
+
 def run_extraction(
     sources: list[VideoSource],
     store: TrackStore,
     config: ExtractConfig,
-    tracker: Tracker,
+    runner: BatchRunner,
     *,
+    batch_videos: int = 1,
     overwrite: bool = False,
     on_video: Callable[[VideoOutcome], None] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> ExtractSummary:
-    """Extract every source not yet complete in ``store`` (the coordinator's loop)."""
+    """Extract every source not yet complete in ``store`` (the coordinator's loop).
+
+    ``runner`` runs batches of ``batch_videos`` videos (in this process or on a cluster) and
+    yields their outcomes as they finish; only this loop writes the index and failures.
+    """
     started = time.perf_counter()
     todo, reindex, clashes = plan_work(sources, store, overwrite)
     summary = ExtractSummary(total=len(sources), skipped=len(sources) - len(todo) - len(clashes))
@@ -194,7 +256,8 @@ def run_extraction(
     pending: list[VideoOutcome] = []
     last_flush = time.monotonic()
     try:
-        for outcome in _outcomes(todo, store, config, tracker):
+        batches = [todo[i : i + batch_videos] for i in range(0, len(todo), batch_videos)]
+        for outcome in runner(batches):
             pending.append(outcome)
             if outcome.failure:
                 summary.failures.append(outcome.failure)
@@ -202,6 +265,7 @@ def run_extraction(
                 summary.done += 1
                 summary.frames += outcome.frames
                 summary.track_seconds += outcome.track_seconds
+            summary.busy_seconds += outcome.busy_seconds
             if on_video:
                 on_video(outcome)
             if (
@@ -214,16 +278,6 @@ def run_extraction(
         _flush(store, pending)
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-def _outcomes(
-    todo: Iterable[tuple[VideoSource, str]],
-    store: TrackStore,
-    config: ExtractConfig,
-    tracker: Tracker,
-) -> Iterable[VideoOutcome]:
-    for source, key in todo:
-        yield extract_video(source, key, store, config, tracker)
 
 
 def _flush(store: TrackStore, pending: list[VideoOutcome]) -> None:

@@ -13,8 +13,16 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from mosic.pipeline.extract import VideoOutcome
+from mosic.store_schema import Failure
+
+
+def print_failure(console: Console, failure: Failure) -> None:
+    """One line per failed video: stage, file and reason."""
+    line = Text.assemble(("  " + failure.stage, "red"), f" {failure.source}: {failure.reason}")
+    console.print(line, soft_wrap=True)
 
 
 class ExtractionProgress:
@@ -54,7 +62,6 @@ class ExtractionProgress:
         self.frames += outcome.frames
         if outcome.failure:
             self.failed += 1
-            f = outcome.failure
-            self.progress.console.print(f"[red]failed[/red] {f.source}: {f.reason}", markup=True)
+            print_failure(self.progress.console, outcome.failure)
         fps = self.frames / max(time.perf_counter() - self.started, 1e-9)
         self.progress.update(self.task, advance=1, failed=self.failed, fps=fps)

@@ -57,7 +57,7 @@ def track_query_sets(
     starts: np.ndarray,
     points: np.ndarray,
     horizon: int,
-    window: int = 192,
+    window: int = 67,
 ) -> QuerySetTracks:
     """Track the grid ``points`` from every start frame for ``horizon`` frames.
 

@@ -133,7 +133,8 @@ def _texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     for cell, weight in ((32, 1.0), (16, 0.9), (8, 0.8), (4, 0.7)):
         grid = rng.standard_normal((height // cell + 3, width // cell + 3, 3)).astype(np.float32)
         grid[..., 1:] = 0.5 * grid[..., 1:] + 0.5 * grid[..., :1]  # mostly luminance
-        up = cv2.resize(grid, (grid.shape[1] * cell, grid.shape[0] * cell), cv2.INTER_CUBIC)
+        size = (grid.shape[1] * cell, grid.shape[0] * cell)
+        up = cv2.resize(grid, size, interpolation=cv2.INTER_CUBIC)
         image += weight * up[cell : cell + height, cell : cell + width]
     image *= 45 / image.std()
     return np.clip(image + base, 0, 255)
@@ -193,7 +194,7 @@ def make_video(
     textures.append(_texture(rng, height + 2 * pad, width + 2 * pad))
     shapes.append(np.ones((1, 1), np.float32))
     direction = rng.uniform(0, 2 * np.pi)
-    drift = rng.uniform(0.2, 0.6) * np.array([np.cos(direction), np.sin(direction)])
+    drift = rng.uniform(0.1, 0.5) * np.array([np.cos(direction), np.sin(direction)])
     centre = frame_centre + np.stack([_wobble(rng, t, d, 0.4) for d in drift], -1)
     angle = _wobble(rng, t, rng.uniform(-0.1, 0.1), 0.1)
     scale = np.exp(_wobble(rng, t, 0.0, 0.003))
@@ -207,9 +208,8 @@ def make_video(
         mask, origin = _shape(rng, radius)
         shapes.append(mask)
         textures.append(_texture(rng, *mask.shape))
-        start = frame_centre + rng.uniform(-0.3, 0.3, 2) * np.array([width, height])
-        direction = rng.uniform(0, 2 * np.pi)
-        drift = rng.uniform(0.3, 1.0) * np.array([np.cos(direction), np.sin(direction)])
+        start, end = frame_centre + rng.uniform(-0.3, 0.3, (2, 2)) * np.array([width, height])
+        drift = (end - start) / num_frames
         centre = start + np.stack([_wobble(rng, t, d, rng.uniform(0.8, 1.5)) for d in drift], -1)
         angle = rng.uniform(0, 360) + _wobble(rng, t, rng.uniform(-1.2, 1.2), 0.6)
         scale = np.exp(_wobble(rng, t, 0.0, 0.01))
@@ -239,7 +239,10 @@ def make_video(
         for k, (texture, shape) in enumerate(zip(textures, shapes, strict=True)):
             matrix = transforms[s, k]
             layer = cv2.warpAffine(
-                texture, matrix, (width, height), flags=cv2.INTER_LINEAR,
+                texture,
+                matrix,
+                (width, height),
+                flags=cv2.INTER_LINEAR,
                 borderMode=cv2.BORDER_REFLECT_101,
             )
             if k == 0:
@@ -277,6 +280,7 @@ def write_video_file(video: SyntheticVideo, path: str | Path, fps: int = 24) -> 
     if height % 2 or width % 2:
         raise ValueError(f"yuv420p needs an even frame size, got {height}x{width}")
     codec = "mpeg4" if path.suffix.lower() == ".avi" else "libx264"
+    path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"

@@ -8,6 +8,7 @@ the extraction). Readers see a video only once it is in the index.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -108,18 +109,33 @@ class TrackStore:
 
     @classmethod
     def create(cls, path: str | Path, extraction: dict[str, Any]) -> TrackStore:
-        """Create a new, empty store with the extraction settings every video shares."""
+        """Create a new, empty store with the extraction settings every video shares.
+
+        The store is built in a temporary folder beside ``path`` and renamed into place, so a
+        run killed while creating it leaves no half-made store.
+        """
         path = Path(path)
         if path.exists() and any(path.iterdir()):
             raise StoreError(f"{path}: already exists and is not empty")
-        root = zarr.open_group(path, mode="w")
-        root.attrs.update({layout.VERSION_ATTR: layout.STORE_VERSION, "extraction": extraction})
+        building = path.with_name(f".{path.name}.creating-{os.getpid()}")
+        shutil.rmtree(building, ignore_errors=True)
+        root = zarr.open_group(
+            building,
+            mode="w",
+            attributes={
+                layout.VERSION_ATTR: layout.STORE_VERSION,
+                layout.EXTRACTION_ATTR: extraction,
+            },
+        )
         index = root.create_group(layout.INDEX, attributes={layout.COUNT_ATTR: 0})
         for name, dtype in layout.INDEX_COLUMNS.items():
             index.create_array(name, shape=(0,), chunks=(layout.INDEX_CHUNK,), dtype=dtype)
         root.create_group(layout.FAILURES, attributes={layout.FAILURES_ATTR: {}})
         root.create_group(layout.VIDEOS)
-        return cls(root, path)
+        if path.exists():
+            path.rmdir()
+        building.rename(path)
+        return cls.open(path, mode="r+")
 
     @classmethod
     def open_for_extraction(cls, path: str | Path, extraction: dict[str, Any]) -> TrackStore:

@@ -1,0 +1,168 @@
+"""Real processes killed, racing and refused writes: the store stays valid and completes."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from mosic.stages.synthetic import make_video, write_video_file
+from mosic.store_schema import TrackStore
+from mosic.store_schema.validate import validate_store
+from tests.store_compare import assert_same_content
+
+VIDEOS = 24
+SETTINGS = ["--grid", "4", "--horizon", "9", "--size", "128x96", "--dashboard", ":0"]
+
+
+def mosic(*args, **popen) -> subprocess.Popen:
+    command = [sys.executable, "-m", "mosic", *[str(a) for a in args]]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen
+    )
+
+
+def finish(process: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
+    out, _ = process.communicate(timeout=timeout)
+    return process.returncode, out
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    src = tmp_path_factory.mktemp("videos")
+    for i in range(VIDEOS):
+        write_video_file(make_video(i, num_frames=40, height=96, width=128), src / f"v{i}.mp4")
+    (src / "broken.mp4").write_bytes(b"\x00" * 100)
+    return src
+
+
+@pytest.fixture(scope="module")
+def reference(videos, tmp_path_factory):
+    """An uninterrupted run (2 workers), and how long its work took once started."""
+    path = tmp_path_factory.mktemp("ref") / "ref.zarr"
+    run = mosic("extract-tracks", videos, "--store", path, *SETTINGS, "--workers", 2)
+    _wait_for_cluster(run)
+    started = time.monotonic()
+    code, out = finish(run)
+    assert code == 0, out
+    return path, time.monotonic() - started
+
+
+def _wait_for_cluster(run: subprocess.Popen) -> None:
+    """Read the run's output until its cluster is up (the dashboard line)."""
+    lines = []
+    for line in run.stdout:
+        if line.startswith("dask dashboard:"):
+            return
+        lines.append(line)
+    raise AssertionError(f"the run ended before its cluster started: {''.join(lines)}")
+
+
+def test_sigkill_ten_times_then_resume_gives_the_uninterrupted_store(videos, reference, tmp_path):
+    ref_path, work = reference
+    path = tmp_path / "tracks.zarr"
+    rng = random.Random(7)
+    progress = []  # (videos indexed, leftovers noted) after each kill
+    for attempt in range(10):
+        run = mosic(
+            "extract-tracks",
+            videos,
+            "--store",
+            path,
+            *SETTINGS,
+            "--workers",
+            2,
+            "--batch-videos",
+            1,
+        )
+        _wait_for_cluster(run)
+        time.sleep(rng.uniform(0.0, work / 5))
+        children = psutil.Process(run.pid).children(recursive=True) if run.poll() is None else []
+        run.kill()  # SIGKILL to the coordinator alone: its workers must die with it
+        run.wait()
+        run.stdout.close()
+        gone, alive = psutil.wait_procs(children, timeout=15)
+        assert not alive, f"attempt {attempt}: workers outlived the killed run"
+        store = TrackStore.open(path)
+        report = validate_store(store)
+        assert report.ok, (attempt, report.problems)
+        progress.append((len(store.keys()), len(report.notes)))
+    print(f"reference work {work:.1f} s; after each kill (indexed, leftovers): {progress}")
+    # The kills must have landed mid-run, not all before or after the work.
+    assert sum(0 < indexed + leftovers for indexed, leftovers in progress) >= 5
+    assert sum(indexed < VIDEOS for indexed, _ in progress) >= 5
+    code, out = finish(mosic("extract-tracks", videos, "--store", path, *SETTINGS, "--workers", 2))
+    assert code == 0, out
+    assert validate_store(TrackStore.open(path)).ok
+    assert_same_content(path, ref_path)
+
+
+def test_a_second_run_on_the_same_store_is_refused(videos, tmp_path):
+    path = tmp_path / "tracks.zarr"
+    first = mosic("extract-tracks", videos, "--store", path, *SETTINGS, "--workers", 1)
+    lock = Path(f"{path}.lock")
+    deadline = time.monotonic() + 60
+    while not (lock.exists() and lock.read_text()):
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.02)
+    code, out = finish(mosic("extract-tracks", videos, "--store", path, *SETTINGS))
+    assert code == 2
+    assert f"being written by another run (host {os.uname().nodename}, pid {first.pid}" in out
+    assert finish(first)[0] == 0
+    assert validate_store(TrackStore.open(path)).ok
+
+
+def test_a_stale_lock_of_a_dead_run_is_taken_over(videos, tmp_path):
+    path = tmp_path / "tracks.zarr"
+    dead = {"host": os.uname().nodename, "pid": 999999, "since": time.time() - 60}
+    Path(f"{path}.lock").write_text(json.dumps(dead))
+    code, out = finish(mosic("extract-tracks", videos, "--store", path, *SETTINGS, "--workers", 0))
+    assert code == 0, out
+    assert len(TrackStore.open(path).keys()) == VIDEOS
+
+
+def _limit_file_size() -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+
+
+def test_a_refused_write_fails_the_video_and_keeps_the_store_valid(tmp_path):
+    src = tmp_path / "videos"
+    # Frames are stored in shards of 64: ~12 x 37 kB for the small video, ~64 x 37 kB (more
+    # than the 1 MB limit) for the large one.
+    write_video_file(make_video(0, num_frames=12, height=96, width=128), src / "small.mp4")
+    write_video_file(make_video(1, num_frames=120, height=96, width=128), src / "large.mp4")
+    path = tmp_path / "tracks.zarr"
+    run = mosic(
+        "extract-tracks",
+        src,
+        "--store",
+        path,
+        "--grid",
+        "4",
+        "--horizon",
+        "9",
+        "--size",
+        "128x96",
+        "--workers",
+        "0",
+        preexec_fn=_limit_file_size,
+    )
+    code, out = finish(run)
+    assert code == 0, out
+    store = TrackStore.open(path)
+    assert store.keys() == ["small"]
+    [failure] = store.failures()
+    assert failure.key == "large" and failure.stage == "write"
+    assert "File too large" in failure.reason
+    assert validate_store(store).ok
+    assert not (path / "videos" / "large").exists()

@@ -1,0 +1,150 @@
+"""Synthetic videos: the ground truth agrees with the pixels."""
+
+import av
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from mosic.stages.queries import grid_points
+from mosic.stages.synthetic import make_video, write_frame_folder, write_video_file
+
+
+@pytest.fixture(scope="module")
+def video():
+    return make_video(3, noise=0.0)
+
+
+def _grid_queries(height: int, width: int, frame: int, grid: int = 16) -> np.ndarray:
+    points = grid_points(height, width, grid)
+    return np.concatenate([np.full((len(points), 1), frame), points], 1).astype(np.float32)
+
+
+def _sample(image: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Bilinear RGB samples (M, 3) of an (H, W, 3) image at (M, 2) (x, y) points."""
+    mx = np.ascontiguousarray(points[None, :, 0], np.float32)
+    my = np.ascontiguousarray(points[None, :, 1], np.float32)
+    return cv2.remap(image.astype(np.float32), mx, my, cv2.INTER_LINEAR)[0]
+
+
+def test_shapes_and_determinism(video) -> None:
+    T, H, W = video.masks.shape
+    assert video.frames.shape == (T, H, W, 3) and video.frames.dtype == np.uint8
+    assert video.masks.dtype == np.uint8
+    again = make_video(3, noise=0.0)
+    assert np.array_equal(again.frames, video.frames)
+    assert not np.array_equal(make_video(4, noise=0.0).frames, video.frames)
+
+
+def test_colour_follows_ground_truth(video) -> None:
+    """The colour under a visible ground-truth point stays the colour at its query."""
+    _, H, W = video.masks.shape
+    queries = _grid_queries(H, W, 10)
+    positions, visible = video.ground_truth(queries)
+    reference = _sample(video.frames[10], queries[:, 1:])
+    errors = []
+    for s in range(10, len(video.frames)):
+        on = visible[s]
+        errors.append(np.abs(_sample(video.frames[s], positions[s, on]) - reference[on]))
+    errors = np.concatenate(errors)
+    assert np.median(errors) < 2.0
+    # A half-pixel shift of every track would show: compare with shifted positions.
+    shifted = []
+    for s in range(11, len(video.frames)):
+        on = visible[s]
+        shifted.append(np.abs(_sample(video.frames[s], positions[s, on] + 0.5) - reference[on]))
+    assert np.median(errors) < 0.5 * np.median(np.concatenate(shifted))
+
+
+def test_no_half_pixel_bias(video) -> None:
+    """A small patch found by template matching in the next frame sits on the ground truth."""
+    _, H, W = video.masks.shape
+    ys, xs = np.mgrid[12 : H - 12 : 8, 12 : W - 12 : 8]
+    queries = np.stack([np.full(xs.size, 20), xs.ravel(), ys.ravel()], 1).astype(np.float32)
+    positions, visible = video.ground_truth(queries)
+    offsets = []
+    for i, (x, y) in enumerate(zip(xs.ravel(), ys.ravel(), strict=True)):
+        if not visible[21, i] or np.ptp(video.masks[20, y - 7 : y + 8, x - 7 : x + 8]):
+            continue  # stay away from layer edges
+        template = video.frames[20, y - 5 : y + 6, x - 5 : x + 6]
+        cx, cy = np.round(positions[21, i]).astype(int)
+        window = video.frames[21, cy - 9 : cy + 10, cx - 9 : cx + 10]
+        if window.shape[:2] != (19, 19):
+            continue
+        scores = cv2.matchTemplate(window, template, cv2.TM_SQDIFF)
+        _, _, (bx, by), _ = cv2.minMaxLoc(scores)
+        if not (0 < bx < scores.shape[1] - 1 and 0 < by < scores.shape[0] - 1):
+            continue
+        left, mid, right = scores[by, bx - 1 : bx + 2]
+        up, down = scores[by - 1, bx], scores[by + 1, bx]
+        dx = 0.5 * (left - right) / (left - 2 * mid + right)
+        dy = 0.5 * (up - down) / (up - 2 * mid + down)
+        offsets.append(np.array([cx - 4 + bx + dx, cy - 4 + by + dy]) - positions[21, i])
+    offsets = np.array(offsets)
+    assert len(offsets) > 30
+    assert np.all(np.abs(np.median(offsets, axis=0)) < 0.1)
+    assert np.median(np.linalg.norm(offsets, axis=1)) < 0.25
+
+
+def test_masks_agree_with_visibility(video) -> None:
+    """A query on pixel centres is visible where the mask shows its own layer."""
+    T, H, W = video.masks.shape
+    ys, xs = np.mgrid[0:H:4, 0:W:4]
+    queries = np.stack([np.zeros(xs.size), xs.ravel(), ys.ravel()], 1).astype(np.float32)
+    layer = video.masks[0, ys.ravel(), xs.ravel()]
+    positions, visible = video.ground_truth(queries)
+    agree = []
+    for s in range(0, T, 7):
+        on = visible[s]
+        px = np.round(positions[s, on]).astype(int)
+        agree.append(video.masks[s, px[:, 1], px[:, 0]] == layer[on])
+    assert np.mean(np.concatenate(agree)) > 0.97
+    assert np.array_equal(video.masks[0, ys, xs].ravel(), layer)
+
+
+def test_motion_occlusion_and_reappearance(video) -> None:
+    T, H, W = video.masks.shape
+    positions, visible = video.ground_truth(_grid_queries(H, W, 0))
+    steps = np.linalg.norm(np.diff(positions, axis=0), axis=-1)
+    assert 0.5 < np.nanmax(steps) <= 4.0  # realistic per-frame motion
+    inside = (positions[..., 0] >= 0) & (positions[..., 0] <= W - 1)
+    inside &= (positions[..., 1] >= 0) & (positions[..., 1] <= H - 1)
+    occluded = inside & ~visible
+    assert occluded.mean() > 0.03
+    hidden_then_back = (~visible[:-1] & visible[1:] & inside[:-1]).sum()
+    assert hidden_then_back > 50
+    layers = video.transforms.shape[1]
+    assert set(np.unique(video.masks)) == set(range(layers))
+    rotation = np.degrees(
+        np.arctan2(video.transforms[:, 1:-1, 1, 0], video.transforms[:, 1:-1, 0, 0])
+    )
+    assert np.ptp(rotation, axis=0).max() > 10  # foreground shapes rotate
+    scale = np.hypot(video.transforms[:, :, 0, 0], video.transforms[:, :, 1, 0])
+    assert np.ptp(scale) > 0.05  # and change size
+
+
+def test_queries_before_their_frame_are_nan(video) -> None:
+    positions, visible = video.ground_truth(np.array([[5.0, 40.0, 30.0]], np.float32))
+    assert np.isnan(positions[:5]).all() and not visible[:5].any()
+    assert np.allclose(positions[5, 0], [40.0, 30.0], atol=1e-4) and visible[5, 0]
+
+
+def test_write_frame_folder(tmp_path) -> None:
+    video = make_video(0, num_frames=6, height=64, width=80)
+    folder = write_frame_folder(video, tmp_path / "JPEGImages")
+    files = sorted(folder.iterdir())
+    assert [f.name for f in files] == [f"{i:05d}.jpg" for i in range(6)]
+    image = np.asarray(Image.open(files[2]))
+    assert image.shape == (64, 80, 3)
+    assert np.abs(image.astype(int) - video.frames[2]).mean() < 6
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".avi"])
+def test_write_video_file(tmp_path, suffix) -> None:
+    video = make_video(0, num_frames=9, height=64, width=80)
+    path = write_video_file(video, tmp_path / f"clip{suffix}", fps=24)
+    with av.open(str(path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 9
+    assert frames[0].shape == (64, 80, 3)
+    assert np.abs(frames[4].astype(int) - video.frames[4]).mean() < 10
