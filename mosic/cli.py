@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
@@ -106,8 +107,8 @@ def extract_tracks(
         print_failure(console, failure)
     if summary.failed > 20:
         console.print(f"  ... and {summary.failed - 20} more (mosic store info {store})")
-    processed = summary.total - summary.skipped
-    if (strict and summary.failed) or (processed and summary.failed == processed):
+    every_video_failed = summary.failed and summary.done + summary.skipped == 0
+    if (strict and summary.failed) or every_video_failed:
         raise typer.Exit(1)
 
 
@@ -238,7 +239,7 @@ def visualize_tracks(
     output: Annotated[Path, typer.Option("-o", "--output", help=".gif, .mp4 or .png")],
     query_set: Annotated[int, typer.Option(help="Which query set to draw.")] = 0,
     step: Annotated[int, typer.Option(help="Draw every n-th frame.")] = 1,
-    points: Annotated[int, typer.Option(help="Draw at most this many points.")] = 256,
+    points: Annotated[int, typer.Option(help="About this many points (a sub-grid).")] = 256,
 ) -> None:
     """Tracks of one query set drawn over its frames; hidden points hollow."""
     from mosic.stages.visualize import draw_tracks, write_frames
@@ -250,11 +251,13 @@ def visualize_tracks(
     except (StoreError, IndexError) as exc:
         raise _fail(f"{store}: {exc}") from None
     horizon = group["positions"].shape[1]
-    frames = group["frames"][start : start + horizon : step]
-    positions = group["positions"][query_set, ::step].astype(np.float32)
-    visible = group["visible"][query_set, ::step]
-    keep = np.linspace(0, positions.shape[1] - 1, min(points, positions.shape[1])).astype(int)
-    drawn = draw_tracks(frames, positions[:, keep], visible[:, keep])
+    frames = group["frames"][start : start + horizon]
+    positions = group["positions"][query_set].astype(np.float32)
+    visible = group["visible"][query_set]
+    grid = math.isqrt(positions.shape[1])
+    stride = max(1, math.ceil(grid / math.isqrt(max(points, 1))))
+    keep = np.arange(grid * grid).reshape(grid, grid)[::stride, ::stride].ravel()
+    drawn = draw_tracks(frames, positions[:, keep], visible[:, keep])[::step]
     try:
         write_frames(drawn, output)
     except ValueError as exc:

@@ -20,7 +20,7 @@ from mosic.store_schema import TrackStore
 from mosic.store_schema.validate import validate_store
 from tests.store_compare import assert_same_content
 
-VIDEOS = 24
+VIDEOS = 32
 SETTINGS = ["--grid", "4", "--horizon", "9", "--size", "128x96", "--dashboard", ":0"]
 
 
@@ -85,7 +85,7 @@ def test_sigkill_ten_times_then_resume_gives_the_uninterrupted_store(videos, ref
             1,
         )
         _wait_for_cluster(run)
-        time.sleep(rng.uniform(0.0, work / 5))
+        time.sleep(rng.uniform(0.2, 0.6 * work))
         children = psutil.Process(run.pid).children(recursive=True) if run.poll() is None else []
         run.kill()  # SIGKILL to the coordinator alone: its workers must die with it
         run.wait()

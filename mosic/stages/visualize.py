@@ -50,25 +50,14 @@ def draw_tracks(
                 continue
             for g in range(max(0, f - trail), f):
                 if visible[g, n] and visible[g + 1, n]:
-                    cv2.line(
-                        canvas,
-                        _to_px(positions[g, n], scale),
-                        _to_px(positions[g + 1, n], scale),
-                        colour,
-                        1,
-                        cv2.LINE_AA,
-                        _SHIFT,
-                    )
-            thickness = -1 if visible[f, n] else 1
-            cv2.circle(
-                canvas,
-                _to_px(positions[f, n], scale),
-                2 << _SHIFT,
-                colour,
-                thickness,
-                cv2.LINE_AA,
-                _SHIFT,
-            )
+                    start, end = _to_px(positions[g, n], scale), _to_px(positions[g + 1, n], scale)
+                    cv2.line(canvas, start, end, colour, 1, cv2.LINE_AA, _SHIFT)
+            centre = _to_px(positions[f, n], scale)
+            if visible[f, n]:  # filled, with a dark rim
+                cv2.circle(canvas, centre, 4 << _SHIFT, (0, 0, 0), -1, cv2.LINE_AA, _SHIFT)
+                cv2.circle(canvas, centre, 3 << _SHIFT, colour, -1, cv2.LINE_AA, _SHIFT)
+            else:  # hollow
+                cv2.circle(canvas, centre, 3 << _SHIFT, colour, 2, cv2.LINE_AA, _SHIFT)
         out.append(canvas)
     return np.stack(out)
 
