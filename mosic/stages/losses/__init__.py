@@ -1,0 +1,1 @@
+"""Losses: Sinkhorn-Knopp assignments and the trajectory clustering loss, a file each."""

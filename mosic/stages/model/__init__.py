@@ -1,0 +1,1 @@
+"""The MoSiC model: a timm ViT backbone, a projection head, prototypes, an EMA teacher."""
