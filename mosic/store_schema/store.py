@@ -18,6 +18,7 @@ import numpy as np
 import zarr
 
 from mosic.store_schema import layout
+from mosic.store_schema.rows import read_clip_rows
 
 
 class StoreError(Exception):
@@ -325,14 +326,17 @@ class TrackStore:
         """One training clip: ``num_frames`` frames ``step`` apart from a query set's start.
 
         Returns frames (F, H, W, 3) uint8, positions (F, N, 2) float32 (x, y) and visible (F, N)
-        bool. Reads F frame chunks and one chunk of each track array.
+        bool. Reads F frame chunks and one chunk of each track array (``rows.read_clip_rows``).
         """
-        group = self.video(key)
-        start = int(group["query_frames"][query_set])
+        attrs = self.video(key).attrs
+        start = query_set * self.extraction["query_every"]
         span = (num_frames - 1) * step + 1
-        if span > group["positions"].shape[1] or start + span > group["frames"].shape[0]:
+        if (
+            not 0 <= query_set < attrs["num_query_sets"]
+            or span > attrs["horizon"]
+            or start + span > attrs["num_frames"]
+        ):
             raise StoreError(f"{key}: query set {query_set} has no {num_frames}x{step} clip")
-        frames = group["frames"][start : start + span : step]
-        positions = group["positions"][query_set, :span:step].astype(np.float32)
-        visible = group["visible"][query_set, :span:step]
-        return frames, positions, visible
+        return read_clip_rows(
+            self.path / layout.video_path(key), start, query_set, num_frames, step
+        )

@@ -1,0 +1,79 @@
+"""``TrainConfig``: every setting of a training run, as data (saved in each checkpoint)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from mosic.stages.data.augment import AugmentConfig
+from mosic.stages.data.clips import ClipConfig
+from mosic.stages.objective import ObjectiveConfig
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with two learning rates, cosine decay to 0 after an optional linear warmup."""
+
+    lr_head: float = 1e-4
+    lr_backbone: float = 1e-5
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    grad_clip: float = 0.0  # 0: no clipping
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run. Defaults follow the paper's setup (8 epochs, global batch 64 clips)."""
+
+    stores: tuple[str, ...]
+    output: str = "runs/train"
+    store_weights: tuple[float, ...] | None = None
+    backbone: str = "dinov2-s14"
+    weights: str | None = None
+    pretrained: bool = False
+    unfreeze_blocks: int = 2
+    prototypes: int = 100
+    feature_sampling: str = "nearest"
+    teacher_momentum: float = 0.99
+    epochs: int = 8
+    batch_size: int = 64  # global, over all ranks
+    max_steps: int | None = None
+    loader_workers: int = 2
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"  # auto: cuda when available
+    precision: str = "auto"  # auto: bf16 on cuda, fp32 on cpu; or fp32 / bf16
+    attention: str = "sdpa"  # or xformers (CUDA, when installed)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def to_dict(self) -> dict:
+        """Plain data (lists, numbers, strings) for checkpoints and logs."""
+        return _plain(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """The inverse of ``to_dict``."""
+        data = dict(data)
+        clip = dict(data.pop("clip"))
+        augment = AugmentConfig(**_tuples(clip.pop("augment")))
+        nested = {
+            "clip": ClipConfig(augment=augment, **clip),
+            "objective": ObjectiveConfig(**data.pop("objective")),
+            "optim": OptimConfig(**data.pop("optim")),
+        }
+        return cls(**_tuples(data), **nested)
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _tuples(data: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}

@@ -1,0 +1,160 @@
+"""``ClipDataset``: stage two's training clips, read from one or more track stores.
+
+One item per video; each access reads one random clip of that video (``clip_frames`` frames
+``clip_step`` apart from the start of a random query set, with the query set's tracks) and
+augments it. The index comes from each store's index arrays and extraction settings alone, so
+opening costs the same for ten videos or a million. Clips are read with ``RowArray`` (the
+same values as ``TrackStore.read_clip``), which keeps nothing open between
+reads: the dataset pickles as paths and numbers, and each DataLoader worker opens files itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from mosic.stages.data.augment import AugmentConfig, augment_clip
+from mosic.store_schema import StoreError, TrackStore, layout
+from mosic.store_schema.rows import read_clip_rows
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """Which clips to read: ``clip_frames`` frames, ``clip_step`` stored frames apart."""
+
+    clip_frames: int = 12
+    clip_step: int = 6
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    @property
+    def span(self) -> int:
+        """Stored frames a clip covers, first to last."""
+        return (self.clip_frames - 1) * self.clip_step + 1
+
+
+def usable_query_sets(
+    num_frames: np.ndarray, num_query_sets: np.ndarray, query_every: int, span: int
+) -> np.ndarray:
+    """Query sets ``q`` (starting at ``q * query_every``) whose clip ends inside the video.
+
+    num_frames, num_query_sets: (V,) int. Returns (V,) int64: the usable sets of each video are
+    its first ones, ``0 .. count - 1``. Assumes ``span`` fits the store's horizon.
+    """
+    fitting = (num_frames.astype(np.int64) - span) // query_every + 1
+    return np.clip(np.minimum(fitting, num_query_sets), 0, None)
+
+
+def channels_first(frames: np.ndarray) -> np.ndarray:
+    """(F, H, W, 3) uint8 -> (F, 3, H, W) uint8, contiguous (cv2.split: ~6x faster than numpy)."""
+    out = np.empty((frames.shape[0], 3, *frames.shape[1:3]), frames.dtype)
+    for frame, planes in zip(frames, out, strict=True):
+        cv2.split(frame, list(planes))
+    return out
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Training clips from track stores; item ``i`` is one random clip of video ``i``.
+
+    Do not use ``persistent_workers=True`` in a DataLoader: ``set_epoch`` must reach the
+    workers, which a fresh fork per epoch guarantees.
+    """
+
+    def __init__(self, stores: list[str | Path], config: ClipConfig, seed: int = 0):
+        if not stores:
+            raise ValueError("no track store given")
+        if config.clip_frames < 1 or config.clip_step < 1:
+            raise ValueError("clip_frames and clip_step must be at least 1")
+        self.paths = [Path(p) for p in stores]
+        self.config = config
+        self.seed = seed
+        self.epoch = 0
+        keys, usable, owners, every = [], [], [], []
+        self.skipped = 0
+        for s, path in enumerate(self.paths):
+            k, u, e = self._index(path)
+            every.append(e)
+            keep = u > 0
+            self.skipped += int((~keep).sum())
+            keys.append(k[keep])
+            usable.append(u[keep])
+            owners.append(np.full(int(keep.sum()), s, np.int32))
+        self.keys = np.concatenate(keys)
+        self.usable = np.concatenate(usable)
+        self.item_store = np.concatenate(owners)
+        self.query_every = every
+
+    def _index(self, path: Path) -> tuple[np.ndarray, np.ndarray, int]:
+        """Keys (V,) and usable query-set counts (V,) of one store's videos, its query_every."""
+        if not path.exists():
+            raise ValueError(f"{path}: no such track store")
+        try:
+            store = TrackStore.open(path)
+        except StoreError as exc:
+            raise ValueError(str(exc)) from exc
+        extraction = store.extraction
+        horizon, every = int(extraction["horizon"]), int(extraction["query_every"])
+        config = self.config
+        if config.span > horizon:
+            raise ValueError(
+                f"{path}: a {config.clip_frames}x{config.clip_step} clip spans {config.span} "
+                f"frames, longer than the store's horizon of {horizon}"
+            )
+        index = store.root[layout.INDEX]
+        count = int(index.attrs[layout.COUNT_ATTR])
+        keys = index["key"][:count]
+        usable = usable_query_sets(
+            index["num_frames"][:count], index["num_query_sets"][:count], every, config.span
+        )
+        if not usable.any():
+            raise ValueError(
+                f"{path}: none of its {count} videos has a usable "
+                f"{config.clip_frames}x{config.clip_step} clip"
+            )
+        return keys, usable, every
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def store_of(self, i: int) -> int:
+        """Position in ``stores`` of the store that holds item ``i``."""
+        return int(self.item_store[i])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw other clips and augmentations: randomness is seeded by (seed, epoch, item)."""
+        self.epoch = epoch
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        """One augmented clip of video ``i``.
+
+        With ``rng = np.random.default_rng((seed, epoch, i))``: the query set is
+        ``rng.integers(usable[i])``, then ``augment_clip(..., rng)`` on its clip.
+        Returns frames (F, 3, S, S) uint8, positions (F, N, 2) float32 (x, y) output pixels,
+        visible (F, N) bool and index () int64 (= i).
+        """
+        config = self.config
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        frames, positions, visible = augment_clip(
+            *self.read_clip(i, int(rng.integers(self.usable[i]))), config.augment, rng
+        )
+        return {
+            "frames": torch.from_numpy(channels_first(frames)),
+            "positions": torch.from_numpy(positions),
+            "visible": torch.from_numpy(visible),
+            "index": torch.tensor(i, dtype=torch.int64),
+        }
+
+    def read_clip(self, i: int, query_set: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Video ``i``'s clip from ``query_set``, as ``TrackStore.read_clip`` returns it.
+
+        Returns frames (F, H, W, 3) uint8, positions (F, N, 2) float32 (x, y) stored-frame
+        pixels and visible (F, N) bool. The set starts at ``query_set * query_every``.
+        """
+        config = self.config
+        s = self.store_of(i)
+        video = self.paths[s] / layout.video_path(str(self.keys[i]))
+        start = query_set * self.query_every[s]
+        return read_clip_rows(video, start, query_set, config.clip_frames, config.clip_step)

@@ -1,0 +1,174 @@
+"""Stage two end to end on CPU: a tiny ViT trained from a real store of generated videos."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import pytest
+import timm
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from mosic.cli import app
+from mosic.pipeline.checkpoint import CheckpointError, list_checkpoints
+from mosic.pipeline.export import export_backbone
+from mosic.pipeline.train import TrainingError, train
+from mosic.pipeline.train_config import TrainConfig
+from mosic.stages.data.augment import AugmentConfig
+from mosic.stages.data.clips import ClipConfig
+from mosic.stages.model.backbone import patch_tokens
+from mosic.stages.objective import ObjectiveConfig
+from mosic.stages.synthetic import make_video, write_video_file
+from mosic.store_schema import TrackStore
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    for i in range(8):
+        video = make_video(i, num_frames=30, height=96, width=128)
+        write_video_file(video, root / "videos" / f"v{i}.mp4")
+    path = root / "tracks.zarr"
+    result = CliRunner().invoke(
+        app,
+        [
+            "extract-tracks",
+            str(root / "videos"),
+            "--store",
+            str(path),
+            "--grid",
+            "8",
+            "--horizon",
+            "13",
+            "--query-every",
+            "4",
+            "--size",
+            "128x96",
+            "--workers",
+            "0",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def config(store, output, **changes) -> TrainConfig:
+    base = TrainConfig(
+        stores=(str(store),),
+        output=str(output),
+        backbone="vit-tiny-test",
+        unfreeze_blocks=1,
+        prototypes=8,
+        batch_size=4,
+        max_steps=6,
+        loader_workers=0,
+        checkpoint_every=3,
+        log_every=1,
+        device="cpu",
+        clip=ClipConfig(clip_frames=3, clip_step=6, augment=AugmentConfig(input_size=64)),
+        objective=ObjectiveConfig(),
+    )
+    return replace(base, **changes)
+
+
+def test_loss_falls_and_clusters_do_not_collapse(store, tmp_path):
+    cfg = config(store, tmp_path, max_steps=100, checkpoint_every=1000, log_every=50)
+    cfg = replace(cfg, optim=replace(cfg.optim, lr_head=1e-3, lr_backbone=1e-4))
+    records = []
+    result = train(cfg, on_step=records.append)
+    first = sum(r["loss"] for r in records[:20]) / 20
+    last = sum(r["loss"] for r in records[-20:]) / 20
+    usage = sum(r["cluster_usage"] for r in records[-20:]) / 20
+    print(f"loss {first:.3f} -> {last:.3f}, cluster usage {usage:.2f}")
+    assert last < 0.8 * first
+    assert usage > 0.5  # far from one cluster taking everything (0)
+    assert result.steps == 100 and (tmp_path / "metrics.jsonl").exists()
+    assert list((tmp_path / "tensorboard").iterdir())
+
+
+def test_resume_gives_bitwise_the_same_losses(store, tmp_path):
+    straight = train(config(store, tmp_path / "a", max_steps=8, checkpoint_every=4)).losses
+    first = train(config(store, tmp_path / "b", max_steps=8, checkpoint_every=4)).losses
+    checkpoint = list_checkpoints(tmp_path / "b")[0]
+    assert checkpoint.name == "checkpoint-00000004.pt"
+    resumed = train(config(store, tmp_path / "c", max_steps=8), resume=checkpoint).losses
+    assert first == straight
+    assert resumed == straight[4:]
+
+
+def test_checkpoint_of_another_backbone_is_refused(store, tmp_path):
+    train(config(store, tmp_path / "a", max_steps=3))
+    checkpoint = list_checkpoints(tmp_path / "a")[-1]
+    other = config(store, tmp_path / "b", prototypes=16)
+    with pytest.raises(CheckpointError, match="8 prototypes"):
+        train(other, resume=checkpoint)
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_checkpoints(store, tmp_path):
+    cfg = config(store, tmp_path, max_steps=6, checkpoint_every=2)
+    train(replace(cfg, max_steps=2))
+    [good] = list_checkpoints(tmp_path)
+    state = torch.load(good, weights_only=True)
+    for key in state["student"]:
+        if key.startswith("head."):
+            state["student"][key].fill_(float("nan"))  # as a diverged run would leave it
+    torch.save(state, tmp_path / "diverged.pt")
+    with pytest.raises(TrainingError, match=r"loss is nan at step 3; stopped .*diverged.pt"):
+        train(cfg, resume=tmp_path / "diverged.pt")
+    assert list_checkpoints(tmp_path) == [good]
+
+
+def test_export_loads_in_timm_strictly_with_the_same_features(store, tmp_path):
+    result = train(config(store, tmp_path, max_steps=2))
+    path, name = export_backbone(result.final_checkpoint, tmp_path / "model.safetensors")
+    model = timm.create_model(name, num_classes=0, img_size=64, depth=2, embed_dim=64, num_heads=2)
+    model.load_state_dict(load_file(path), strict=True)
+    model.eval()
+    student = result.student.backbone.eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(patch_tokens(model, images), patch_tokens(student, images))
+
+
+def _ddp_rank(rank: int, cfg: TrainConfig, out: str) -> None:
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE="2",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=os.environ["TEST_MASTER_PORT"],
+    )
+    torch.set_num_threads(1)
+    result = train(cfg)
+    torch.save(result.student.state_dict(), f"{out}.{rank}")
+
+
+def test_ddp_with_two_gloo_processes_keeps_ranks_identical(store, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        os.environ["TEST_MASTER_PORT"] = str(s.getsockname()[1])
+    cfg = config(store, tmp_path, max_steps=3)
+    mp.spawn(_ddp_rank, args=(cfg, str(tmp_path / "state")), nprocs=2)
+    a, b = (torch.load(tmp_path / f"state.{r}", weights_only=True) for r in range(2))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    initial = config(store, tmp_path / "init", max_steps=1)
+    assert not all(torch.equal(a[k], v) for k, v in train(initial).student.state_dict().items())
+
+
+def test_cli_train_errors_are_one_line(tmp_path):
+    runner = CliRunner()
+    missing = runner.invoke(app, ["train", "--store", str(tmp_path / "none.zarr")])
+    assert missing.exit_code == 2 and "none.zarr" in missing.output
+    assert len(missing.output.strip().splitlines()) == 1
+
+
+def test_store_is_untouched_by_training(store, tmp_path):
+    before = TrackStore.open(store).records()
+    train(config(store, tmp_path, max_steps=2))
+    assert TrackStore.open(store).records() == before
