@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -127,12 +125,3 @@ def test_local_weights_load_strictly_and_other_backbones_fail(tmp_path):
         create_backbone("dino-s16", weights=tmp_path / "w.pth")
     with pytest.raises(FileNotFoundError, match="not found"):
         create_backbone("vit-tiny-test", weights=tmp_path / "nope.pth")
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    os.environ.pop("RANK", None)

@@ -138,6 +138,8 @@ def train(
             f"--batch-size {cfg.batch_size} does not split over {job.world_size} ranks"
         )
     torch.manual_seed(cfg.seed)
+    if device.type == "cpu":  # leave a core to each DataLoader worker
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - cfg.loader_workers))
 
     dataset = ClipDataset(list(cfg.stores), cfg.clip, seed=cfg.seed)
     student = build_student(cfg).to(device)
