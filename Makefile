@@ -36,6 +36,8 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/stage_one.py --out runs/bench
 	$(BIN)/python bench/cluster_scaling.py --out runs/bench
+	$(BIN)/python bench/clip_loading.py
+	$(BIN)/python bench/train_step.py --out runs/bench
 
 clean:
 	rm -rf $(VENV) runs
