@@ -63,6 +63,14 @@ def extract_tracks(
         int, typer.Option(help="Frames per tracker call: query sets that fit share one call.")
     ] = 67,
     device: Annotated[str, typer.Option(help="cpu or cuda (GPU trackers).")] = "cpu",
+    tracker_checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="CoTracker3 weights: scaled_offline.pth or scaled_online.pth."),
+    ] = None,
+    tracker_repo: Annotated[
+        Path | None,
+        typer.Option(help="A co-tracker clone to load CoTracker3 from (else the installed one)."),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Redo videos already complete.")] = False,
     strict: Annotated[bool, typer.Option(help="Exit 1 if any video failed.")] = False,
     workers: Annotated[
@@ -89,6 +97,8 @@ def extract_tracks(
             size=str(SizeSpec.parse(size)),
             window=window,
             device=device,
+            tracker_checkpoint=str(tracker_checkpoint.resolve()) if tracker_checkpoint else None,
+            tracker_repo=str(tracker_repo.resolve()) if tracker_repo else None,
         )
         sources = list_sources(src)
         with WriterLock(store):

@@ -124,16 +124,16 @@ def _prepare_process(device: str) -> None:
 
 
 @cache
-def _worker_tracker(name: str, device: str):
+def _worker_tracker(config: ExtractConfig):
     """The tracker of this worker process, built (and its weights loaded) once."""
-    return build_tracker(name)
+    return build_tracker(config.tracker, **config.tracker_options())
 
 
 def extract_task(batch: Batch, store_path: str, config: ExtractConfig) -> list[VideoOutcome]:
     """The Dask task: extract one batch of videos into the store at ``store_path``."""
     _prepare_process(config.device)
     store = TrackStore.open(store_path, mode="r+")
-    tracker = _worker_tracker(config.tracker, config.device)
+    tracker = _worker_tracker(config)
     return list(extract_batch(batch, store, config, tracker))
 
 

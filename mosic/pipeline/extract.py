@@ -45,6 +45,8 @@ class ExtractConfig:
     size: str = "256"
     window: int = 67
     device: str = "cpu"
+    tracker_checkpoint: str | None = None
+    tracker_repo: str | None = None
 
     def __post_init__(self) -> None:
         SizeSpec.parse(self.size)
@@ -57,10 +59,18 @@ class ExtractConfig:
     def store_attrs(self, tracker: Tracker) -> dict:
         """What the store records of this extraction (compared on every re-run)."""
         attrs = asdict(self)
-        del attrs["device"]
+        for local in ("device", "tracker_checkpoint", "tracker_repo"):  # paths of this machine
+            del attrs[local]
         attrs["tracker"] = {"name": tracker.name, "version": tracker.version}
         attrs["tracker_params"] = tracker.params()
         return attrs
+
+    def tracker_options(self) -> dict:
+        """The ``build_tracker`` options given: weights, code, a device other than the CPU."""
+        options = {"checkpoint": self.tracker_checkpoint, "repo": self.tracker_repo}
+        if self.device != "cpu":
+            options["device"] = self.device
+        return {name: value for name, value in options.items() if value}
 
 
 @dataclass(frozen=True)
@@ -291,5 +301,5 @@ def _flush(store: TrackStore, pending: list[VideoOutcome]) -> None:
 
 def open_store(path: str, config: ExtractConfig) -> tuple[TrackStore, Tracker]:
     """Build the tracker and open (or create) the store for it; settings must match."""
-    tracker = build_tracker(config.tracker)
+    tracker = build_tracker(config.tracker, **config.tracker_options())
     return TrackStore.open_for_extraction(path, config.store_attrs(tracker)), tracker
