@@ -32,8 +32,9 @@ def build_tracker(name: str, **options) -> Tracker:
         raise ValueError(f"unknown tracker {name!r}; known trackers: {', '.join(sorted(TRACKERS))}")
     try:
         return TRACKERS[name](**options)
-    except TypeError as exc:  # an option this tracker does not take (e.g. --device cuda for lk)
-        raise ValueError(f"tracker {name!r} does not take {exc}") from None
+    except TypeError:  # an option this tracker does not take (e.g. --device cuda for lk)
+        given = ", ".join(sorted(options))
+        raise ValueError(f"tracker {name!r} does not take the options given ({given})") from None
 
 
 __all__ = ["TRACKERS", "LKConfig", "LKTracker", "TrackResult", "Tracker", "build_tracker"]

@@ -57,6 +57,9 @@ class LKConfig:
     recover_levels: int = 1
     similarity_prior: float = 50.0
     tile_radius: int = 12
+    pick_anchor: bool = True
+    pick_margin: float = 0.1
+    glimpse_patch: int = 5
     glimpse_sigma: float = 1.0
     glimpse_max: float = 0.7
 
@@ -186,7 +189,7 @@ class _Run:
             ),
         }
         self.weights = _gaussian(cfg.patch, cfg.patch_sigma)
-        self.centre_weights = _gaussian(cfg.patch, cfg.glimpse_sigma)
+        self.centre_weights = _gaussian(cfg.glimpse_patch, cfg.glimpse_sigma)
         self.glimpsed = np.zeros((num_frames, n), bool)
         self.neighbours = _neighbours(queries, cfg.neighbours)
         self.cost = np.full(self.neighbours.shape, cfg.cost_max / 2, np.float32)
@@ -295,7 +298,7 @@ class _Run:
 
         self._update_affinity(ok, moved)
         hidden = np.flatnonzero(active & ~ok)
-        moved[hidden] = self._carry(hidden, ok, moved)
+        moved[hidden] = self._carry(hidden, ok, moved, image)
         self.pos[active] += moved[active]
         self.step[active] = moved[active]
         self.shown[:] = ok
@@ -334,7 +337,9 @@ class _Run:
         gap = np.sum((moved[:, None] - moved[self.neighbours]) ** 2, axis=-1)
         self.cost[both] += self.cfg.affinity_rate * (gap[both] - self.cost[both])
 
-    def _carry(self, hidden: np.ndarray, ok: np.ndarray, moved: np.ndarray) -> np.ndarray:
+    def _carry(
+        self, hidden: np.ndarray, ok: np.ndarray, moved: np.ndarray, image: np.ndarray
+    ) -> np.ndarray:
         """Steps (M, 2) to the next frame of hidden points (M,).
 
         Anchors are the neighbours that have moved like the point and are visible both now and
@@ -365,8 +370,44 @@ class _Run:
             reg = cfg.similarity_prior
             a = (np.sum(np.conj(zc) * wc, axis=1) + reg) / (np.sum(np.abs(zc) ** 2, axis=1) + reg)
             target = a * (_complex(self.ref_pos[hidden[fit]]) - z_mean) + w_mean
+            if cfg.pick_anchor:
+                target = self._pick(hidden[fit], target, anchor[fit], z, w, image)
             steps[fit] = np.stack([target.real, target.imag], -1) - self.pos[hidden[fit]]
         return steps
+
+    def _centre_residual(self, image: np.ndarray, points: np.ndarray, group: np.ndarray):
+        """Residual (M,) of the ``glimpse_patch`` centre of the reference patches of points
+        (M,) seen in float32 ``image`` (H, W) at (M, 2) (x, y) ``points``."""
+        size, crop = self.cfg.glimpse_patch, (self.cfg.patch - self.cfg.glimpse_patch) // 2
+        side = slice(crop, crop + size)
+        ref = self.ref_templates[group].reshape(-1, self.cfg.patch, self.cfg.patch)
+        templates = ref[:, side, side].reshape(len(group), -1)
+        _, residual = _compare(_patches(image, points, size), templates, self.centre_weights)
+        return residual
+
+    def _pick(
+        self,
+        group: np.ndarray,
+        target: np.ndarray,
+        anchor: np.ndarray,
+        before: np.ndarray,
+        after: np.ndarray,
+        image: np.ndarray,
+    ) -> np.ndarray:
+        """Where to carry hidden points (M,): their similarity target (M,) complex, or the
+        reference position moved by one anchor's translation, whichever shows the centre of
+        the reference patch best in ``image`` (H, W) float32 (the target wins ties within
+        ``pick_margin``). anchor: (M, K) bool; before, after: (M, K) complex neighbour
+        positions in the reference frame and in ``image``. Returns (M,) complex."""
+        cand = np.concatenate(
+            [target[:, None], _complex(self.ref_pos[group])[:, None] + after - before], 1
+        )
+        rows, cols = np.nonzero(np.concatenate([np.ones((len(group), 1), bool), anchor], 1))
+        points = np.stack([cand[rows, cols].real, cand[rows, cols].imag], -1).astype(np.float32)
+        cost = np.full(cand.shape, np.inf)
+        cost[rows, cols] = self._centre_residual(image, points, group[rows])
+        cost[:, 0] -= self.cfg.pick_margin
+        return cand[np.arange(len(group)), np.argmin(cost, axis=1)]
 
     def _glimpse(self, s: int, hidden: np.ndarray, image: np.ndarray) -> None:
         """Report hidden points (M,) as visible at ``s`` (without resuming tracking) when the
@@ -375,8 +416,7 @@ class _Run:
         hidden = hidden[_inside(self.pos[hidden], self.height, self.width)]
         if not hidden.size:
             return
-        seen = _patches(image, self.pos[hidden], cfg.patch)
-        _, residual = _compare(seen, self.ref_templates[hidden], self.centre_weights)
+        residual = self._centre_residual(image, self.pos[hidden], hidden)
         self.glimpsed[s, hidden] = residual < cfg.glimpse_max
 
     def _recover(self, s: int, hidden: np.ndarray, image: np.ndarray) -> None:
