@@ -1,0 +1,73 @@
+"""ADE20K SceneParsing (ADEChallengeData2016): 150 classes; label 0 ("other", unlabelled) ->
+IGNORE, 1..150 -> 0..149, as in the SceneParsing benchmark and mmsegmentation's
+``reduce_zero_label``. (open-hummingbird-eval's ``hbird/data/ade20k_data.py`` keeps 0 as a 151st
+class unless ``skip_other_class``; here it is always ignored.) Class names: the benchmark's
+objectInfo150 short names, as in mmsegmentation's ``ade_classes()``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mosic.stages.evaluation.datasets.base import require
+from mosic.stages.evaluation.datasets.common import ImageMaskDataset, label_table
+
+# fmt: off
+CLASS_NAMES = (
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane",
+    "grass", "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant",
+    "curtain", "chair", "car", "water", "painting", "sofa", "shelf", "house", "sea", "mirror",
+    "rug", "field", "armchair", "seat", "fence", "desk", "rock", "wardrobe", "lamp", "bathtub",
+    "railing", "cushion", "base", "box", "column", "signboard", "chest of drawers", "counter",
+    "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand", "path", "stairs",
+    "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge",
+    "bookcase", "blind", "coffee table", "toilet", "flower", "book", "hill", "bench",
+    "countertop", "stove", "palm", "kitchen island", "computer", "swivel chair", "boat", "bar",
+    "arcade machine", "hovel", "bus", "towel", "light", "truck", "tower", "chandelier",
+    "awning", "streetlight", "booth", "television receiver", "airplane", "dirt track",
+    "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle", "buffet",
+    "poster", "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer",
+    "plaything", "swimming pool", "stool", "barrel", "basket", "waterfall", "tent", "bag",
+    "minibike", "cradle", "oven", "ball", "food", "step", "tank", "trade name", "microwave",
+    "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture", "hood",
+    "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate",
+    "monitor", "bulletin board", "shower", "radiator", "glass", "clock", "flag",
+)
+# fmt: on
+LAYOUT = "ADEChallengeData2016/{images,annotations}/{training,validation}/ADE_*.{jpg,png}"
+ORIGIN = "ADE20K SceneParsing: ADEChallengeData2016.zip from sceneparsing.csail.mit.edu"
+SPLITS = {"train": "training", "val": "validation"}
+
+
+class ADE20K(ImageMaskDataset):
+    """ADE20K, ``split`` in ``train`` (20,210 images) or ``val`` (2,000).
+
+    ``root``: ``ADEChallengeData2016``. Samples: image (H, W, 3) uint8, mask (H, W) int64 in
+    0..149 or IGNORE.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "val",
+        *,
+        max_items: int | None = None,
+        subset_file: str | Path | None = None,
+    ):
+        if split not in SPLITS:
+            raise ValueError(f"ADE20K split must be one of {sorted(SPLITS)}, got {split!r}")
+        root = Path(root)
+        image_dir = require(root / "images" / SPLITS[split], "image folder", LAYOUT, ORIGIN)
+        mask_dir = require(root / "annotations" / SPLITS[split], "mask folder", LAYOUT, ORIGIN)
+        items = [(p.stem, p, mask_dir / f"{p.stem}.png") for p in image_dir.glob("*.jpg")]
+        super().__init__(
+            f"ade20k/{split}",
+            CLASS_NAMES,
+            items,
+            image_dir,
+            label_table({i + 1: i for i in range(len(CLASS_NAMES))}),
+            LAYOUT,
+            ORIGIN,
+            subset_file=subset_file,
+            max_items=max_items,
+        )
