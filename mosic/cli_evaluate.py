@@ -1,0 +1,70 @@
+"""``mosic evaluate``: the dense benchmarks on the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+console = Console(markup=False, highlight=False, soft_wrap=True)
+err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+
+
+def evaluate_command(
+    model: Annotated[
+        str, typer.Option(help="A mosic checkpoint (.pt), an export (.safetensors) or a name.")
+    ],
+    benchmark: Annotated[str, typer.Option(help="hummingbird, linear, overclustering or video.")],
+    dataset: Annotated[
+        str, typer.Option(help="voc, ade20k, coco-things, coco-stuff, davis, ytvos.")
+    ],
+    data_root: Annotated[Path, typer.Option(help="The dataset's folder.")],
+    weights: Annotated[Path | None, typer.Option(help="Local weights for a named model.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Result JSON (default under runs/).")] = None,
+    input_size: Annotated[int | None, typer.Option(help="Default: the protocol's.")] = None,
+    fraction: Annotated[float, typer.Option(help="Fraction of the training split.")] = 1.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    max_items: Annotated[int | None, typer.Option(help="First N images/videos per split.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="linear: training epochs.")] = None,
+    batch: Annotated[int | None, typer.Option(help="linear: batch size.")] = None,
+    memory_size: Annotated[int | None, typer.Option(help="hummingbird: memory bank rows.")] = None,
+    clusters: Annotated[
+        str | None, typer.Option(help="overclustering: K values, e.g. '21,100,300,500'.")
+    ] = None,
+    video_mode: Annotated[str, typer.Option(help="video: frame, clip or dataset.")] = "frame",
+    device: Annotated[str, typer.Option()] = "cpu",
+) -> None:
+    """Evaluate a model on one dense benchmark; results as JSON plus a one-line summary."""
+    from mosic.pipeline.checkpoint import CheckpointError
+    from mosic.pipeline.evaluate import EvalRequest, run_evaluation, summary_line, write_result
+    from mosic.stages.evaluation.datasets import DatasetError
+
+    request = EvalRequest(
+        model=model,
+        benchmark=benchmark,
+        dataset=dataset,
+        data_root=str(data_root),
+        weights=str(weights) if weights else None,
+        input_size=input_size,
+        fraction=fraction,
+        seed=seed,
+        max_items=max_items,
+        epochs=epochs,
+        batch=batch,
+        memory_size=memory_size,
+        clusters=tuple(int(k) for k in clusters.split(",")) if clusters else None,
+        video_mode=video_mode,
+        device=device,
+    )
+    try:
+        result = run_evaluation(request)
+    except (ValueError, FileNotFoundError, DatasetError, CheckpointError) as exc:
+        err.print(Text.assemble(("error: ", "red"), str(exc)))
+        raise typer.Exit(2) from None
+    name = Path(model).stem if Path(model).suffix else model
+    output = output or Path("runs/eval") / f"{name}-{benchmark}-{dataset}.json"
+    write_result(result, output)
+    console.print(f"{summary_line(result)} -> {output}")

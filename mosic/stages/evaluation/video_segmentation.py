@@ -1,0 +1,169 @@
+"""Unsupervised video object segmentation by clustering: the protocol of TimeT
+(``evaluation.py`` ``Evaluator.evaluate`` / ``evaluate_localizations``, ``clustering.py``
+``cluster_features``).
+
+Annotated frames are resized to ``input_size`` x ``input_size`` (224) and their patch features
+standardised and reduced by PCA to 50 dimensions. K-means then runs per unit — one frame
+(``"frame"``), one clip (``"clip"``) or all frames of the split (``"dataset"``) — with K the
+number of distinct ground-truth ids in the unit, background included, unless ``num_clusters``
+fixes it. The features, bilinearly upsampled to ``eval_size`` (224 for frame/clip, 112 for
+dataset, as TimeT), are assigned to the nearest centroid; the unit's clusters are matched to its
+ground-truth ids (Hungarian, unmatched clusters to the background) and scored by the mIoU over
+the ids present in the unit. The score is the mean over frames, over clips, or the one
+dataset-wide value.
+
+Memory: frame and clip modes hold one clip's features at a time; dataset mode holds the patch
+features of every annotated frame (twice while standardising: 2 x frames x (input_size / p)^2 x
+D x 4 bytes, 1.2 GB for DAVIS val's ~2,000 frames with a ViT-S/16 at 224) and their masks at
+``eval_size``.
+
+Object ids are per video (DAVIS's 1, 2, ... name different objects in different videos); in
+``"dataset"`` mode id j of every video is one class, as in TimeT.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mosic.stages.evaluation.datasets.base import IGNORE, VideoDataset
+from mosic.stages.evaluation.features import DenseFeatures
+from mosic.stages.evaluation.kmeans import assign, kmeans, pca, standardize
+from mosic.stages.evaluation.metrics import Matching, confusion_matrix, confusion_miou
+from mosic.stages.evaluation.overclustering import resize_image, resize_mask
+
+Mode = Literal["frame", "clip", "dataset"]
+
+
+def _annotated_clips(
+    dataset: VideoDataset, features: DenseFeatures, input_size: int, eval_size: int
+) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
+    """Per clip with annotated frames: patch features (T, h, w, D) float32 and masks
+    (T, eval_size, eval_size) int64 of its T annotated frames."""
+    for i in range(len(dataset)):
+        clip = dataset[i]
+        keep = np.flatnonzero(clip.annotated)
+        if keep.size == 0:
+            continue
+        frames = torch.stack([resize_image(clip.frames[t], input_size) for t in keep])
+        patch = features(frames).permute(0, 2, 3, 1).contiguous()
+        masks = torch.stack([resize_mask(clip.masks[t], input_size, eval_size) for t in keep])
+        yield patch, masks.numpy()
+
+
+def _reduce(patch: torch.Tensor, dims: int) -> torch.Tensor:
+    """(..., D) -> (..., dims): standardised, then PCA over all the given vectors."""
+    flat = patch.reshape(-1, patch.shape[-1])
+    return pca(standardize(flat), dims).reshape(*patch.shape[:-1], -1)
+
+
+def _pixel_clusters(reduced: torch.Tensor, centroids: torch.Tensor, size: int) -> np.ndarray:
+    """(T, h, w, d) features, (K, d) centroids -> (T, size, size) int64: each pixel's nearest
+    centroid after bilinear upsampling of the features."""
+    out = []
+    for frame in reduced:
+        up = F.interpolate(
+            frame.permute(2, 0, 1)[None], size=(size, size), mode="bilinear", align_corners=False
+        )
+        out.append(assign(up[0].permute(1, 2, 0).reshape(-1, up.shape[1]), centroids)[0])
+    return torch.stack(out).view(len(reduced), size, size).numpy()
+
+
+def _unit_miou(clusters: np.ndarray, gt: np.ndarray, k: int, matching: Matching) -> float:
+    """mIoU of one unit's clusters (T, H, W) against its ids (T, H, W), over the ids present;
+    clusters the matching leaves over predict the background (id 0) as in TimeT."""
+    valid = gt != IGNORE
+    ids = np.unique(gt[valid])
+    compact = np.where(valid, np.searchsorted(ids, gt), IGNORE)
+    confusion = confusion_matrix(clusters, compact, k, len(ids))
+    background = int(np.searchsorted(ids, 0)) if 0 in ids else -1
+    return confusion_miou(confusion, matching, unmatched=background)[0]
+
+
+def evaluate_video(
+    dataset: VideoDataset,
+    features: DenseFeatures,
+    mode: Mode = "frame",
+    num_clusters: int | None = None,
+    input_size: int = 224,
+    eval_size: int | None = None,
+    pca_dims: int = 50,
+    iterations: int = 50,
+    restarts: int = 5,
+    seed: int = 1,
+    matching: Matching = "hungarian",
+) -> dict:
+    """Clustering mIoU of ``features`` on the annotated frames of ``dataset``.
+
+    mode: the unit k-means runs on and mIoU is computed over. num_clusters: K per unit (None:
+    the number of distinct ground-truth ids in the unit). eval_size: resolution of the scored
+    masks (None: ``input_size`` for frame/clip, 112 for dataset).
+    Returns ``{"mode", "miou", "num_clips", "num_frames", "num_units", "timings_s":
+    {"features", "pca", "kmeans", "matching"}}``.
+    """
+    if mode not in ("frame", "clip", "dataset"):
+        raise ValueError(f"unknown mode {mode!r}")
+    if input_size % features.patch_size:
+        raise ValueError(f"input size {input_size} is not a multiple of {features.patch_size}")
+    if eval_size is None:
+        eval_size = 112 if mode == "dataset" else input_size
+    timings = dict.fromkeys(("features", "pca", "kmeans", "matching"), 0.0)
+    scores: list[float] = []
+
+    def score(reduced: torch.Tensor, gt: np.ndarray) -> None:
+        """Cluster one unit, (T, h, w, d) features and (T, H, W) ids, and record its mIoU."""
+        if not (gt != IGNORE).any():
+            return
+        k = num_clusters or len(np.unique(gt[gt != IGNORE]))
+        start = time.perf_counter()
+        fit = kmeans(reduced.reshape(-1, reduced.shape[-1]), k, iterations, restarts, seed)
+        clusters = _pixel_clusters(reduced, fit.centroids, eval_size)
+        timings["kmeans"] += time.perf_counter() - start
+        start = time.perf_counter()
+        scores.append(_unit_miou(clusters, gt, k, matching))
+        timings["matching"] += time.perf_counter() - start
+
+    num_clips = num_frames = 0
+    kept: list[tuple[torch.Tensor, np.ndarray]] = []
+    clips = _annotated_clips(dataset, features, input_size, eval_size)
+    while True:
+        start = time.perf_counter()
+        item = next(clips, None)
+        timings["features"] += time.perf_counter() - start
+        if item is None:
+            break
+        patch, gt = item
+        num_clips += 1
+        num_frames += len(gt)
+        if mode == "dataset":
+            kept.append(item)
+            continue
+        start = time.perf_counter()
+        reduced = _reduce(patch, pca_dims)
+        timings["pca"] += time.perf_counter() - start
+        if mode == "clip":
+            score(reduced, gt)
+        else:
+            for t in range(len(gt)):
+                score(reduced[t : t + 1], gt[t : t + 1])
+    if mode == "dataset" and kept:
+        start = time.perf_counter()
+        patch, gt = torch.cat([p for p, _ in kept]), np.concatenate([g for _, g in kept])
+        kept.clear()
+        reduced = _reduce(patch, pca_dims)
+        del patch
+        timings["pca"] += time.perf_counter() - start
+        score(reduced, gt)
+    return {
+        "mode": mode,
+        "miou": float(np.mean(scores)) if scores else float("nan"),
+        "num_clips": num_clips,
+        "num_frames": num_frames,
+        "num_units": len(scores),
+        "timings_s": timings,
+    }

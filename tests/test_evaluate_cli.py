@@ -1,0 +1,107 @@
+"""`mosic evaluate` end to end on CPU: generated scenes in the real VOC and DAVIS layouts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from mosic.cli import app
+from mosic.stages.model.backbone import create_backbone
+from mosic.stages.synthetic import make_video
+
+
+def write_palette_png(path: Path, labels: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(labels.astype(np.uint8), mode="P")
+    image.putpalette(np.random.default_rng(0).integers(0, 256, 768, dtype=np.uint8).tobytes())
+    image.save(path)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """VOC 2012 and DAVIS 2017 layouts filled with generated scenes and their layer masks."""
+    root = tmp_path_factory.mktemp("data")
+    voc = root / "VOCdevkit" / "VOC2012"
+    names = []
+    for seed in range(4):
+        video = make_video(seed, num_frames=12, height=64, width=64, num_foreground=2)
+        for t in range(0, 12, 3):
+            name = f"2007_{seed:03d}{t:03d}"
+            names.append(name)
+            (voc / "JPEGImages").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(video.frames[t]).save(voc / "JPEGImages" / f"{name}.jpg")
+            mask = video.masks[t].copy()
+            for folder in ("SegmentationClass", "SegmentationClassAug"):
+                write_palette_png(voc / folder / f"{name}.png", mask)
+        davis = root / "DAVIS"
+        sequence = f"scene{seed}"
+        for t in range(12):
+            frame_name = f"{t:05d}"
+            path = davis / "JPEGImages" / "480p" / sequence / f"{frame_name}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(video.frames[t]).save(path)
+            annotation = davis / "Annotations" / "480p" / sequence / f"{frame_name}.png"
+            write_palette_png(annotation, video.masks[t])
+    sets = voc / "ImageSets" / "Segmentation"
+    sets.mkdir(parents=True)
+    for split, chosen in (("trainaug", names[:12]), ("train", names[:12]), ("val", names[12:])):
+        (sets / f"{split}.txt").write_text("\n".join(chosen) + "\n")
+    (root / "DAVIS" / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "DAVIS" / "ImageSets" / "2017" / "val.txt").write_text(
+        "\n".join(f"scene{s}" for s in range(4)) + "\n"
+    )
+    torch.manual_seed(0)
+    torch.save(create_backbone("vit-tiny-test").state_dict(), root / "tiny.pth")
+    return root
+
+
+RUNS = {
+    "hummingbird": ["--dataset", "voc", "--memory-size", "2000"],
+    "linear": ["--dataset", "voc", "--epochs", "2", "--batch", "4"],
+    "overclustering": ["--dataset", "voc", "--clusters", "21,30"],
+    "video": ["--dataset", "davis", "--video-mode", "clip"],
+}
+
+
+@pytest.mark.parametrize("benchmark", list(RUNS))
+def test_each_benchmark_runs_and_writes_json(data, tmp_path, benchmark):
+    root = data / ("DAVIS" if benchmark == "video" else "VOCdevkit")
+    out = tmp_path / "result.json"
+    args = ["evaluate", "--model", "vit-tiny-test", "--weights", str(data / "tiny.pth")]
+    args += ["--benchmark", benchmark, "--data-root", str(root), "--input-size", "64"]
+    result = CliRunner().invoke(app, [*args, *RUNS[benchmark], "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("\n") == 1 and f"{benchmark} on " in result.output
+    saved = json.loads(out.read_text())
+    metrics = saved["metrics"]
+    scores = [v["miou"] for v in metrics["k"].values()] if "k" in metrics else [metrics["miou"]]
+    assert all(0.0 < s <= 1.0 for s in scores)
+    assert saved["total_s"] > 0
+
+
+def test_missing_dataset_and_wrong_pairing_are_one_line_errors(data, tmp_path):
+    base = ["evaluate", "--model", "vit-tiny-test", "--benchmark", "linear", "--dataset", "voc"]
+    missing = CliRunner().invoke(app, [*base, "--data-root", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and "nowhere" in missing.output
+    assert len(missing.output.strip().splitlines()) == 1
+    wrong = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            "vit-tiny-test",
+            "--benchmark",
+            "video",
+            "--dataset",
+            "voc",
+            "--data-root",
+            str(data),
+        ],
+    )
+    assert wrong.exit_code == 2 and "does not run on an image dataset" in wrong.output
