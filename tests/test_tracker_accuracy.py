@@ -8,7 +8,8 @@ from mosic.stages.synthetic import make_video
 from mosic.stages.tapvid import tapvid_metrics
 from mosic.stages.trackers import TRACKERS, LKConfig, Tracker, build_tracker
 
-SEEDS = (0, 1, 2)
+# Held out: the tracker was tuned on seeds 0-19; these were fixed before their numbers were seen.
+SEEDS = (100, 101, 102, 103, 104, 105)
 QUERY_FRAMES = (0, 16)
 KEYS = ("median_error", "average_pts_within_thresh", "occlusion_accuracy", "average_jaccard")
 

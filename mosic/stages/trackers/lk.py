@@ -6,8 +6,11 @@ check), it lands inside the frame and the patch it lands on still looks like its
 appearance (NCC and an intensity residual, centre-weighted). A point that fails is lost: it is
 carried by its anchors (neighbours among the queries of its start frame that have moved like
 it), through a similarity fitted to their motion since the point's reference frame (a few
-frames before it was lost), and every frame it is tracked again straight from that reference;
-when that long jump passes the same checks against the reference patch, tracking resumes.
+frames before it was lost), or by the translation of the single anchor that best shows the
+centre of its reference patch (a point next to a layer edge then follows its own layer even
+when its neighbours straddle two), and every frame it is tracked again straight from that
+reference; when that long jump passes the same checks against the reference patch, tracking
+resumes.
 A lost point whose carried position shows the centre of its reference patch is reported
 visible (it is usually right next to the edge of the surface that hid it).
 """
@@ -36,8 +39,10 @@ class LKConfig:
     step difference (px^2) stays under cost_max; ref_margin: how many frames before a point is
     lost its reference is taken; recover_levels: pyramid levels of the long jump from the
     reference; similarity_prior: pull (px^2) of the carrying similarity towards a translation;
-    glimpse_sigma, glimpse_max: Gaussian weighting and largest residual of the centre check
-    that reports a lost point visible.
+    tile_radius: half side of the tiles of the long jump; pick_margin: how much worse (residual)
+    the similarity carry may show the reference centre than the best single-anchor translation
+    and still be kept; glimpse_patch, glimpse_sigma, glimpse_max: side, Gaussian weighting and
+    largest residual of the centre check that reports a lost point visible.
     """
 
     win_size: int = 5
@@ -57,7 +62,6 @@ class LKConfig:
     recover_levels: int = 1
     similarity_prior: float = 50.0
     tile_radius: int = 12
-    pick_anchor: bool = True
     pick_margin: float = 0.1
     glimpse_patch: int = 5
     glimpse_sigma: float = 1.0
@@ -142,7 +146,7 @@ class LKTracker:
     """Pyramidal Lucas-Kanade point tracker (see the module docstring)."""
 
     name = "lk"
-    version = "1"
+    version = "2"
 
     def __init__(self, config: LKConfig | None = None, **options: float) -> None:
         self.config = replace(config or LKConfig(), **options)
@@ -340,12 +344,13 @@ class _Run:
     def _carry(
         self, hidden: np.ndarray, ok: np.ndarray, moved: np.ndarray, image: np.ndarray
     ) -> np.ndarray:
-        """Steps (M, 2) to the next frame of hidden points (M,).
+        """Steps (M, 2) to the next frame, float32 (H, W) ``image``, of hidden points (M,).
 
         Anchors are the neighbours that have moved like the point and are visible both now and
         in its reference frame: a similarity fitted from their reference-frame positions to
-        their new ones carries the point's reference position. Without anchors, the median
-        step of its visible like-moving neighbours, else its own last step.
+        their new ones carries the point's reference position, unless one anchor's translation
+        shows the point's reference centre clearly better (``_pick``). Without anchors, the
+        median step of its visible like-moving neighbours, else its own last step.
         """
         cfg = self.cfg
         nb = self.neighbours[hidden]
@@ -370,12 +375,13 @@ class _Run:
             reg = cfg.similarity_prior
             a = (np.sum(np.conj(zc) * wc, axis=1) + reg) / (np.sum(np.abs(zc) ** 2, axis=1) + reg)
             target = a * (_complex(self.ref_pos[hidden[fit]]) - z_mean) + w_mean
-            if cfg.pick_anchor:
-                target = self._pick(hidden[fit], target, anchor[fit], z, w, image)
+            target = self._pick(hidden[fit], target, anchor[fit], z, w, image)
             steps[fit] = np.stack([target.real, target.imag], -1) - self.pos[hidden[fit]]
         return steps
 
-    def _centre_residual(self, image: np.ndarray, points: np.ndarray, group: np.ndarray):
+    def _centre_residual(
+        self, image: np.ndarray, points: np.ndarray, group: np.ndarray
+    ) -> np.ndarray:
         """Residual (M,) of the ``glimpse_patch`` centre of the reference patches of points
         (M,) seen in float32 ``image`` (H, W) at (M, 2) (x, y) ``points``."""
         size, crop = self.cfg.glimpse_patch, (self.cfg.patch - self.cfg.glimpse_patch) // 2
