@@ -7,6 +7,7 @@ the extraction). Readers see a video only once it is in the index.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import shutil
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.core.sync import sync
 
 from mosic.store_schema import layout
 from mosic.store_schema.rows import read_clip_rows
@@ -284,7 +286,12 @@ class TrackStore:
         return data.record(key)
 
     def discard_video(self, key: str) -> None:
-        """Remove a video's group, complete or not (best effort: a full disk may refuse)."""
+        """Remove a video's group, complete or not (best effort: a full disk may refuse).
+
+        After a failed write zarr may still have chunk writes in flight (one failure does not
+        cancel the others), and they would re-create folders: they are waited for first.
+        """
+        _wait_for_pending_writes()
         shutil.rmtree(self.path / layout.video_path(key), ignore_errors=True)
 
     def read_record(self, key: str) -> VideoRecord:
@@ -340,3 +347,14 @@ class TrackStore:
         return read_clip_rows(
             self.path / layout.video_path(key), start, query_set, num_frames, step
         )
+
+
+def _wait_for_pending_writes() -> None:
+    """Let every task still running on zarr's event loop finish (their errors are ignored)."""
+
+    async def drain() -> None:
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    sync(drain())

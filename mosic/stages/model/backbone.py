@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,8 +66,16 @@ def create_backbone(
         known = ", ".join(sorted(BACKBONES))
         raise ValueError(f"unknown backbone {name!r} ({exc}); registered: {known}") from None
     if weights:
-        model.load_state_dict(load_state_dict(weights), strict=True)
+        model.load_state_dict(fit_state_dict(load_state_dict(weights), model), strict=True)
     return model
+
+
+def fit_state_dict(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Adapt a state dict to ``model`` as timm does for its own weights: position embeddings
+    of another image size are resampled (DINOv2's are for 518 px)."""
+    module = sys.modules[type(model).__module__]
+    adapt = getattr(module, "checkpoint_filter_fn", None)
+    return adapt(state, model) if adapt else state
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
