@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.mosic-installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: test lint format demo bench clean
+.PHONY: test lint format demo bench reproduce reproduce-mini clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,13 +25,13 @@ test: lint
 	$(BIN)/pytest -q
 
 demo: $(STAMP)
-	$(BIN)/mosic synth-videos $(DEMO_DIR)/videos --count 4 --frames 96
-	$(BIN)/mosic extract-tracks $(DEMO_DIR)/videos --store $(DEMO_DIR)/tracks.zarr
-	$(BIN)/mosic store info $(DEMO_DIR)/tracks.zarr
-	$(BIN)/mosic store validate $(DEMO_DIR)/tracks.zarr
-	$(BIN)/mosic visualize tracks $(DEMO_DIR)/tracks.zarr synth_000 --step 6 --points 64 \
-		-o $(DEMO_DIR)/tracks.png
-	$(BIN)/mosic visualize tracks $(DEMO_DIR)/tracks.zarr synth_000 -o $(DEMO_DIR)/tracks.gif
+	$(BIN)/mosic demo --out $(DEMO_DIR)
+
+reproduce: $(STAMP)
+	$(BIN)/mosic reproduce --all configs/paper --work runs/reproduce --output results
+
+reproduce-mini: $(STAMP)
+	$(BIN)/mosic reproduce --all configs/mini --work runs/reproduce-mini --output results/mini
 
 bench: $(STAMP)
 	$(BIN)/python bench/stage_one.py --out runs/bench

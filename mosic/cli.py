@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mosic.cli_evaluate import evaluate_command
+from mosic.cli_reproduce import reproduce_command
 from mosic.cli_train import export_command, train_command
 from mosic.pipeline.cluster import ClusterConfig, DaskRunner, batch_size, dask_client
 from mosic.pipeline.extract import (
@@ -38,6 +39,7 @@ app.add_typer(visualize_app, name="visualize")
 app.command("train")(train_command)
 app.command("export")(export_command)
 app.command("evaluate")(evaluate_command)
+app.command("reproduce")(reproduce_command)
 # Paths and reasons are printed as they are: no markup, no highlighting, no wrapping.
 console = Console(markup=False, highlight=False, soft_wrap=True)
 err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
@@ -182,6 +184,26 @@ def _extract(
             on_start=progress.start,
             on_video=progress.advance,
         )
+
+
+@app.command("demo")
+def demo(
+    out: Annotated[Path, typer.Option(help="Where the demo writes everything.")] = Path(
+        "runs/demo"
+    ),
+    steps: Annotated[int, typer.Option(help="Training steps.")] = 150,
+) -> None:
+    """Generated videos -> tracks -> training -> evaluation -> runs/demo/report.md (CPU)."""
+    from mosic.pipeline.demo import DemoConfig, run_demo
+
+    def run_cli(args: list[str]) -> None:
+        console.print("$ mosic " + " ".join(args))
+        code = app(args, standalone_mode=False)
+        if code:
+            raise _fail(f"mosic {args[0]} exited with {code}")
+
+    report = run_demo(out, DemoConfig(steps=steps), run_cli)
+    console.print(f"report: {report}")
 
 
 def _open(path: Path) -> TrackStore:

@@ -16,7 +16,7 @@ from safetensors import safe_open
 from torch import nn
 
 from mosic.pipeline.checkpoint import load_checkpoint
-from mosic.stages.model.backbone import create_backbone, load_state_dict
+from mosic.stages.model.backbone import create_backbone, fit_state_dict, load_state_dict
 
 
 def strip_paper_prefix(state: dict[str, torch.Tensor], expected: set[str]) -> dict:
@@ -40,7 +40,7 @@ def load_eval_backbone(model: str, weights: str | None = None, img_size: int = 2
         weights_dict = {
             k[len(prefix) :]: v for k, v in state["student"].items() if k.startswith(prefix)
         }
-        backbone.load_state_dict(weights_dict, strict=True)
+        backbone.load_state_dict(fit_state_dict(weights_dict, backbone), strict=True)
     elif path.suffix == ".safetensors" and path.is_file():
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
@@ -50,13 +50,14 @@ def load_eval_backbone(model: str, weights: str | None = None, img_size: int = 2
                 f"{path}: no backbone name in its metadata; pass the name and --weights"
             )
         backbone = create_backbone(name, img_size=img_size)
-        backbone.load_state_dict(load_state_dict(path), strict=True)
+        backbone.load_state_dict(fit_state_dict(load_state_dict(path), backbone), strict=True)
     else:
         backbone = create_backbone(model, img_size=img_size)
         if weights:
             state = load_state_dict(weights)
             expected = set(backbone.state_dict())
-            backbone.load_state_dict(strip_paper_prefix(state, expected), strict=True)
+            state = fit_state_dict(strip_paper_prefix(state, expected), backbone)
+            backbone.load_state_dict(state, strict=True)
     for parameter in backbone.parameters():
         parameter.requires_grad_(False)
     return backbone.eval()

@@ -1,0 +1,370 @@
+"""``mosic reproduce``: the paper's tables from YAML configs, one config per table row.
+
+Each row is: a backbone (and its weights), optionally a training run (extract tracks into a
+store, train from it), and evaluations, each with its reference number. Every step is skipped
+when its output is complete (a store with every video indexed, a final checkpoint, a result
+JSON), so an interrupted reproduction resumes. Rows with a ``generate`` section run on videos
+the reproduction renders itself (the mini reproduction, CPU only).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+import yaml
+
+from mosic.pipeline.checkpoint import resolve_resume
+from mosic.pipeline.evaluate import EvalRequest, run_evaluation, write_result
+from mosic.pipeline.extract import ExtractConfig, InProcessRunner, open_store, run_extraction
+from mosic.pipeline.reference_numbers import (
+    COTRACKER3_CHECKPOINT,
+    COTRACKER3_CODE,
+    DATASETS,
+    WEIGHTS,
+)
+from mosic.pipeline.train import train
+from mosic.pipeline.train_config import TrainConfig
+from mosic.stages.model.backbone import create_backbone
+from mosic.stages.synthetic import make_video, write_frame_folder
+from mosic.stages.synthetic_datasets import write_davis, write_voc
+from mosic.stages.video_io import list_sources
+from mosic.store_schema import TrackStore
+from mosic.store_schema.layout import video_key
+
+RANDOM_INIT = "random-init"  # weights: the backbone's seeded random initialisation
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One column of a row: a benchmark on a dataset, and the paper's number for it."""
+
+    column: str
+    benchmark: str
+    dataset: str
+    data: str  # the dataset's folder, under the data root
+    options: dict = field(default_factory=dict)  # further EvalRequest fields
+    reference: float | None = None
+    source: str | None = None  # a key of reference_numbers.SOURCES
+
+    def score(self, result: dict) -> float:
+        """The column's number (mIoU, %) from a result JSON; overclustering: the first K."""
+        metrics = result["metrics"]
+        if "k" in metrics:
+            metrics = metrics["k"][str(self.options["clusters"][0])]
+        return 100 * metrics["miou"]
+
+
+@dataclass(frozen=True)
+class Training:
+    """Stage one and stage two of a row (rows trained alike share ``run`` and ``store``)."""
+
+    run: str
+    store: str
+    videos: str  # under the data root
+    dataset: str  # a key of reference_numbers.DATASETS
+    extract: dict = field(default_factory=dict)  # ExtractConfig fields
+    settings: dict = field(default_factory=dict)  # TrainConfig fields (nested: clip, ...)
+
+
+@dataclass(frozen=True)
+class Generate:
+    """The mini reproduction's data: training videos, and held-out videos as DAVIS and VOC."""
+
+    train_videos: int = 16
+    eval_videos: int = 16
+    davis_videos: int = 8
+    voc_every: int = 6
+    voc_train_videos: int = 12
+    frames: int = 48
+    width: int = 128
+    height: int = 96
+    init_size: int = 64  # input size the random-init weights are built for
+
+
+@dataclass(frozen=True)
+class Row:
+    """One config file: one row of one of the paper's tables."""
+
+    id: str
+    table: str
+    row: str
+    backbone: str
+    weights: str  # a key of the locations' weights, or "random-init"
+    evaluations: tuple[Evaluation, ...]
+    seeds: tuple[int, ...] = (0,)
+    training: Training | None = None
+    generate: Generate | None = None
+    margins_over: tuple[str, ...] = ()  # ids of rows this one's margins are reported over
+
+
+def load_row(path: str | Path) -> Row:
+    """Read one config file (the row's id is the file's stem)."""
+    data = yaml.safe_load(Path(path).read_text())
+    training = data.pop("train", None)
+    generate = data.pop("generate", None)
+    return Row(
+        id=Path(path).stem,
+        evaluations=tuple(Evaluation(**e) for e in data.pop("evaluate")),
+        seeds=tuple(data.pop("seeds", (0,))),
+        margins_over=tuple(data.pop("margins_over", ())),
+        training=Training(**training) if training else None,
+        generate=Generate(**generate) if generate else None,
+        **data,
+    )
+
+
+def load_rows(configs: list[Path]) -> list[Row]:
+    """Config files, and every ``*.yaml`` under each folder given, in name order."""
+    paths: list[Path] = []
+    for config in configs:
+        paths += sorted(config.rglob("*.yaml")) if config.is_dir() else [config]
+    return [load_row(path) for path in paths]
+
+
+@dataclass(frozen=True)
+class Locations:
+    """Where the inputs are: from environment variables, else from one YAML file.
+
+    Variables: DATA_ROOT, WEIGHTS_<KEY> (e.g. WEIGHTS_DINOV2_S14), COTRACKER3_CHECKPOINT,
+    COTRACKER3_REPO. File keys: data_root, weights (a mapping key -> path),
+    cotracker3_checkpoint, cotracker3_repo.
+    """
+
+    data_root: Path | None = None
+    weights: dict[str, Path] = field(default_factory=dict)
+    cotracker3_checkpoint: Path | None = None
+    cotracker3_repo: Path | None = None
+
+    @classmethod
+    def load(cls, file: Path | None = None, env: Mapping[str, str] = os.environ) -> Locations:
+        given = yaml.safe_load(file.read_text()) or {} if file else {}
+        weights = {k: Path(v) for k, v in (given.get("weights") or {}).items()}
+        for name, value in env.items():
+            if name.startswith("WEIGHTS_") and value:
+                weights[name.removeprefix("WEIGHTS_").lower().replace("_", "-")] = Path(value)
+
+        def pick(variable: str, key: str) -> Path | None:
+            value = env.get(variable) or given.get(key)
+            return Path(value) if value else None
+
+        return cls(
+            data_root=pick("DATA_ROOT", "data_root"),
+            weights=weights,
+            cotracker3_checkpoint=pick("COTRACKER3_CHECKPOINT", "cotracker3_checkpoint"),
+            cotracker3_repo=pick("COTRACKER3_REPO", "cotracker3_repo"),
+        )
+
+
+def weights_variable(key: str) -> str:
+    """The environment variable naming the weights ``key``: dinov2-s14 -> WEIGHTS_DINOV2_S14."""
+    return "WEIGHTS_" + re.sub(r"[^A-Za-z0-9]", "_", key).upper()
+
+
+class Reproduction:
+    """Runs rows under ``work`` (stores, checkpoints, result JSONs), resuming what is done."""
+
+    def __init__(
+        self,
+        rows: list[Row],
+        locations: Locations,
+        work: Path,
+        log: Callable[[str], None] = print,
+    ):
+        self.rows, self.locations, self.work, self.log = rows, locations, work, log
+
+    # -- where things are ---------------------------------------------------------------------
+    def data_root(self, row: Row) -> Path | None:
+        return self.work / "data" if row.generate else self.locations.data_root
+
+    def run_dir(self, row: Row, seed: int) -> Path:
+        return self.work / "runs" / row.training.run / f"seed{seed}"
+
+    def result_path(self, row: Row, evaluation: Evaluation, seed: int) -> Path:
+        slug = re.sub(r"[^A-Za-z0-9.]+", "-", evaluation.column).strip("-").lower()
+        return self.work / "results" / row.id / f"seed{seed}" / f"{slug}.json"
+
+    def trained(self, row: Row, seed: int) -> bool:
+        return (self.run_dir(row, seed) / "final.json").is_file()
+
+    # -- the check before any work ------------------------------------------------------------
+    def missing(self) -> list[str]:
+        """Every input that is not there, one line each, with where it comes from."""
+        lines: dict[str, None] = {}  # ordered, without repeats
+        real = [row for row in self.rows if not row.generate]
+        if real and self.locations.data_root is None:
+            lines["DATA_ROOT is not set: the folder holding the datasets listed below"] = None
+        root = self.locations.data_root or Path("$DATA_ROOT")
+        for row in real:
+            for evaluation in row.evaluations:
+                path = root / evaluation.data
+                if not path.exists():
+                    lines[f"{path}: {DATASETS[evaluation.dataset]}"] = None
+            if row.weights != RANDOM_INIT:
+                path = self.locations.weights.get(row.weights)
+                if path is None or not path.is_file():
+                    where = path or f"set {weights_variable(row.weights)}"
+                    lines[f"weights {row.weights} ({where}): {WEIGHTS[row.weights]}"] = None
+            if row.training and not all(self.trained(row, s) for s in row.seeds):
+                videos = root / row.training.videos
+                if not videos.exists():
+                    lines[f"{videos}: {DATASETS[row.training.dataset]}"] = None
+                tracker = row.training.extract.get("tracker", "lk")
+                if tracker.startswith("cotracker3"):
+                    lines.update({line: None for line in self._cotracker_missing()})
+        return list(lines)
+
+    def _cotracker_missing(self) -> list[str]:
+        checkpoint = self.locations.cotracker3_checkpoint
+        lines = []
+        if checkpoint is None or not checkpoint.is_file():
+            where = checkpoint or "set COTRACKER3_CHECKPOINT"
+            lines.append(f"CoTracker3 checkpoint ({where}): {COTRACKER3_CHECKPOINT}")
+        repo = self.locations.cotracker3_repo
+        if repo is None and importlib.util.find_spec("cotracker") is None:
+            lines.append(f"CoTracker3 code (no cotracker package; or set COTRACKER3_REPO to a "
+                         f"clone): {COTRACKER3_CODE}")  # fmt: skip
+        elif repo is not None and not repo.is_dir():
+            lines.append(f"CoTracker3 code ({repo}): {COTRACKER3_CODE} and set COTRACKER3_REPO")
+        return lines
+
+    # -- the steps ----------------------------------------------------------------------------
+    def run(self) -> None:
+        """Every row, every seed: generate, extract, train, evaluate (each skipped when done)."""
+        for row in self.rows:
+            if row.generate:
+                self.generate(row.generate)
+            for seed in row.seeds:
+                model, weights = self.model(row, seed)
+                for evaluation in row.evaluations:
+                    self.evaluate(row, evaluation, seed, model, weights)
+
+    def generate(self, spec: Generate) -> None:
+        """Render the mini reproduction's videos once (a marker file says they are complete)."""
+        root = self.work / "data"
+        marker = root / "generated.json"
+        settings = json.dumps(vars(spec), sort_keys=True)
+        if marker.is_file() and marker.read_text() == settings:
+            return
+        self.log(f"generate: {spec.train_videos} + {spec.eval_videos} videos -> {root}")
+        size = {"num_frames": spec.frames, "height": spec.height, "width": spec.width}
+        for i in range(spec.train_videos):
+            write_frame_folder(make_video(i, **size), root / "videos" / f"train{i:03d}")
+        held_out = [make_video(10_000 + i, **size) for i in range(spec.eval_videos)]
+        names = [f"scene{i:03d}" for i in range(spec.eval_videos)]
+        d = spec.davis_videos
+        write_davis(held_out[:d], root / "DAVIS", names[:d])
+        write_voc(held_out, root, names, spec.voc_every, spec.voc_train_videos)
+        marker.write_text(settings)
+
+    def base_weights(self, row: Row, seed: int) -> Path:
+        """The backbone's weights file before any training."""
+        if row.weights != RANDOM_INIT:
+            return self.locations.weights[row.weights]
+        size = row.generate.init_size if row.generate else 224
+        path = self.work / "weights" / f"{row.backbone}-{size}-seed{seed}.pth"
+        if not path.is_file():
+            torch.manual_seed(seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(create_backbone(row.backbone, img_size=size).state_dict(), path)
+        return path
+
+    def model(self, row: Row, seed: int) -> tuple[str, str | None]:
+        """The model and weights to evaluate: the backbone with its base weights, or (for a
+        row that trains) the final training checkpoint, trained first if needed."""
+        base = self.base_weights(row, seed)
+        if row.training is None:
+            return row.backbone, str(base)
+        out = self.run_dir(row, seed)
+        if not self.trained(row, seed):
+            self.extract(row)
+            self.train(row, seed, base)
+        return json.loads((out / "final.json").read_text())["checkpoint"], None
+
+    def extract(self, row: Row) -> Path:
+        """Stage one into the row's store, unless every video is already indexed."""
+        spec = row.training
+        path = self.work / "stores" / f"{spec.store}.zarr"
+        sources = list_sources(self.data_root(row) / spec.videos)
+        if path.exists() and {video_key(s.name) for s in sources} <= set(
+            TrackStore.open(path).keys()
+        ):
+            self.log(f"extract {spec.store}: complete, skipped")
+            return path
+        config = ExtractConfig(**spec.extract)
+        if config.tracker.startswith("cotracker3"):
+            checkpoint, repo = self.locations.cotracker3_checkpoint, self.locations.cotracker3_repo
+            config = replace(
+                config,
+                tracker_checkpoint=str(checkpoint),
+                tracker_repo=str(repo) if repo else None,
+            )
+        self.log(f"extract {spec.store}: {len(sources)} videos -> {path}")
+        store, tracker = open_store(str(path), config)
+        summary = run_extraction(sources, store, config, InProcessRunner(store, config, tracker))
+        if summary.failures:
+            self.log(f"extract {spec.store}: {summary.failed} videos failed (see store info)")
+        return path
+
+    def train(self, row: Row, seed: int, base: Path) -> None:
+        """Stage two, resumed from the run's last checkpoint; writes ``final.json``."""
+        out = self.run_dir(row, seed)
+        store = self.work / "stores" / f"{row.training.store}.zarr"
+        settings = {**row.training.settings, "stores": [str(store)], "output": str(out)}
+        settings |= {"backbone": row.backbone, "seed": seed}
+        cfg = replace(train_config(settings), weights=str(base))
+        resume = resolve_resume("auto", out)
+        self.log(f"train {row.training.run} seed {seed}" + (f" from {resume}" if resume else ""))
+        result = train(cfg, resume=resume)
+        record = {"checkpoint": str(result.final_checkpoint), "steps": result.steps}
+        (out / "final.json").write_text(json.dumps(record))
+
+    def evaluate(
+        self, row: Row, evaluation: Evaluation, seed: int, model: str, weights: str | None
+    ) -> None:
+        """One column for one seed, unless its result JSON exists."""
+        path = self.result_path(row, evaluation, seed)
+        if path.is_file():
+            return
+        self.log(f"evaluate {row.id} seed {seed}: {evaluation.column}")
+        options = {k: tuple(v) if isinstance(v, list) else v for k, v in evaluation.options.items()}
+        request = EvalRequest(
+            model=model,
+            weights=weights,
+            benchmark=evaluation.benchmark,
+            dataset=evaluation.dataset,
+            data_root=str(self.data_root(row) / evaluation.data),
+            seed=seed,
+            **options,
+        )
+        write_result(run_evaluation(request), path)
+
+    # -- the tables ---------------------------------------------------------------------------
+    def scores(self, row: Row, evaluation: Evaluation) -> list[float]:
+        """The column's number for each seed that has a result."""
+        paths = [self.result_path(row, evaluation, seed) for seed in row.seeds]
+        return [evaluation.score(json.loads(p.read_text())) for p in paths if p.is_file()]
+
+
+def train_config(settings: dict) -> TrainConfig:
+    """A TrainConfig from a config's settings: defaults for what is not given."""
+    base = TrainConfig(stores=()).to_dict()
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            base[key] = {**base[key], **value}
+            if key == "clip" and "augment" in value:
+                base[key]["augment"] = {**TrainConfig(stores=()).to_dict()["clip"]["augment"]}
+                base[key]["augment"] |= value["augment"]
+        else:
+            base[key] = value
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = set(base) - known
+    if unknown:
+        raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
+    return TrainConfig.from_dict(base)
