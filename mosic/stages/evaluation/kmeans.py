@@ -97,8 +97,13 @@ def assign(
 def _kmeanspp(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
     """k-means++ seeds: (N, D) -> (k, D); each seed drawn with probability proportional to the
     squared distance to the nearest seed so far (uniformly once every point is a seed)."""
+    norms = x.square().sum(1)
+
+    def distances(c: torch.Tensor) -> torch.Tensor:
+        return (norms - 2 * (x @ c) + c.square().sum()).clamp_min(0).double()
+
     centroids = [x[int(torch.randint(len(x), (1,), generator=generator))]]
-    closest = (x - centroids[0]).square().sum(1).double()
+    closest = distances(centroids[0])
     for _ in range(1, k):
         cumulative = torch.cumsum(closest, 0)
         u = float(torch.rand((), generator=generator, dtype=torch.float64))
@@ -107,7 +112,7 @@ def _kmeanspp(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tens
         else:
             pick = int(u * len(x))
         centroids.append(x[min(pick, len(x) - 1)])
-        closest = torch.minimum(closest, (x - centroids[-1]).square().sum(1).double())
+        closest = torch.minimum(closest, distances(centroids[-1]))
     return torch.stack(centroids)
 
 
