@@ -213,8 +213,10 @@ def write_report(
         "",
         "## Stage two: training",
         f"`{cfg.backbone}` (randomly initialised), {cfg.steps} steps of {cfg.batch} clips of "
-        f"{cfg.clip_frames} frames at {cfg.input_size} px; loss {first:.3f} (first 10 steps) -> "
-        f"{last:.3f} (last 10).",
+        f"{cfg.clip_frames} frames at {cfg.input_size} px (learning rates 1e-3 head, 1e-4 "
+        f"backbone); loss {first:.3f} (first 10 steps) -> {last:.3f} (last 10). A randomly "
+        "initialised ViT this small learns little in minutes: MoSiC is meant to fine-tune a "
+        "pretrained one (`--weights`), which this machine cannot download.",
         "",
         "![loss](loss.png)",
         "",
@@ -225,7 +227,7 @@ def write_report(
         "",
         "| model | video clustering mIoU | linear mIoU |",
         "| --- | --- | --- |",
-        *(f"| {m} | {v['video'] * 100:.1f} | {v['linear'] * 100:.1f} |" for m, v in table.items()),
+        *(f"| {m} | {v['video'] * 100:.2f} | {v['linear'] * 100:.2f} |" for m, v in table.items()),
         "",
         "Cluster maps (columns: frame, ground truth, untrained, MoSiC):",
         "",
