@@ -31,7 +31,6 @@ from mosic.stages.model.backbone import create_backbone
 from mosic.stages.synthetic import SyntheticVideo, make_video
 from mosic.stages.synthetic_datasets import write_davis, write_voc
 from mosic.stages.tapvid import tapvid_metrics
-from mosic.stages.visualize import write_frames
 from mosic.store_schema import TrackStore
 
 
@@ -185,7 +184,7 @@ def cluster_maps(video: SyntheticVideo, models: dict, cfg: DemoConfig, path: Pat
                                    interpolation=cv2.INTER_NEAREST))  # fmt: skip
         columns.append(np.stack(maps))
     rows = [np.concatenate([c[i] for c in columns], axis=1) for i in range(len(frames))]
-    write_frames(np.concatenate(rows, axis=0)[None], path)
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
 
 
 def write_report(
