@@ -20,7 +20,6 @@ are shared with the linear protocol.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import torchvision.transforms.v2.functional as TF
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import InterpolationMode
 
+from mosic.stages.data import augment
 from mosic.stages.evaluation.datasets.base import SegmentationDataset, SegmentationSample
 from mosic.stages.evaluation.features import DenseFeatures
 from mosic.stages.evaluation.knn import knn
@@ -245,26 +245,10 @@ def crop_box(
     rng: np.random.Generator,
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> tuple[int, int, int, int]:
-    """torchvision's ``RandomResizedCrop.get_params`` with a numpy generator: (top, left,
-    height, width) of a crop of area fraction U(scale) and aspect ratio log-U(ratio), redrawn up
-    to 10 times while it does not fit, else the centre crop of the clamped aspect ratio."""
-    area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target = area * rng.uniform(*scale)
-        aspect = math.exp(rng.uniform(*log_ratio))
-        w = round(math.sqrt(target * aspect))
-        h = round(math.sqrt(target / aspect))
-        if 0 < w <= width and 0 < h <= height:
-            return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
-    aspect_in = width / height
-    if aspect_in < ratio[0]:
-        w, h = width, round(width / ratio[0])
-    elif aspect_in > ratio[1]:
-        w, h = round(height * ratio[1]), height
-    else:
-        w, h = width, height
-    return (height - h) // 2, (width - w) // 2, h, w
+    """torchvision's ``RandomResizedCrop.get_params`` with a numpy generator, as (top, left,
+    height, width) (``mosic.stages.data.augment.crop_box`` in torchvision's order)."""
+    left, top, w, h = augment.crop_box(height, width, scale, ratio, rng)
+    return top, left, h, w
 
 
 def resized_crop(

@@ -23,6 +23,15 @@ import cv2
 import numpy as np
 
 from mosic.stages.trackers.base import TrackResult
+from mosic.stages.trackers.lk_patches import (
+    as_complex,
+    compare_patches,
+    gaussian_window,
+    grid_neighbours,
+    inside_frame,
+    patches_at,
+    tiles_around,
+)
 
 
 @dataclass(frozen=True)
@@ -66,80 +75,6 @@ class LKConfig:
     glimpse_patch: int = 5
     glimpse_sigma: float = 1.0
     glimpse_max: float = 0.7
-
-
-def _patches(image: np.ndarray, points: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear ``size`` x ``size`` patches of a float32 image centred on (M, 2) (x, y)
-    points, (M, size * size) float32 (rows of the patch flattened)."""
-    if not len(points):
-        return np.zeros((0, size * size), np.float32)
-    offsets = np.arange(size, dtype=np.float32) - (size - 1) / 2
-    oy, ox = np.meshgrid(offsets, offsets, indexing="ij")
-    map_x = (points[:, :1] + ox.ravel()[None]).astype(np.float32)
-    map_y = (points[:, 1:] + oy.ravel()[None]).astype(np.float32)
-    return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-
-def _gaussian(size: int, sigma: float) -> np.ndarray:
-    """Gaussian weights over a flattened ``size`` x ``size`` patch, summing to 1, (size**2,)."""
-    offsets = np.arange(size, dtype=np.float32) - (size - 1) / 2
-    g = np.exp(-0.5 * (offsets / sigma) ** 2)
-    w = np.outer(g, g).ravel()
-    return w / w.sum()
-
-
-def _compare(
-    patches: np.ndarray, templates: np.ndarray, weights: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """How well (M, P) patches match (M, P) templates under (P,) weights: NCC (M,) in [-1, 1],
-    and the residual (M,): weighted RMS difference over the template's weighted contrast
-    (std + 4 grey levels), which unlike NCC also sees a shift along a smooth intensity ramp."""
-    a = patches - (patches @ weights)[:, None]
-    b = templates - (templates @ weights)[:, None]
-    var_a, var_b = (a * a) @ weights, (b * b) @ weights
-    ncc = ((a * b) @ weights) / np.sqrt(var_a * var_b + 1e-6)
-    residual = np.sqrt(((patches - templates) ** 2) @ weights) / (np.sqrt(var_b) + 4.0)
-    return ncc, residual
-
-
-def _tiles(image: np.ndarray, centres: np.ndarray, radius: int) -> np.ndarray:
-    """Square crops of side 2 * radius + 1 around (M, 2) integer (x, y) centres of a (H, W)
-    image (edges replicated), laid side by side in one (2 * radius + 1, M * side) image."""
-    side = 2 * radius + 1
-    padded = np.pad(image, radius, mode="edge")
-    offsets = np.arange(side)
-    rows = np.clip(centres[:, 1, None] + offsets, 0, padded.shape[0] - 1)  # (M, side)
-    cols = np.clip(centres[:, 0, None] + offsets, 0, padded.shape[1] - 1)
-    crops = padded[rows[:, :, None], cols[:, None, :]]  # (M, side, side)
-    return np.ascontiguousarray(crops.transpose(1, 0, 2).reshape(side, -1))
-
-
-def _complex(points: np.ndarray) -> np.ndarray:
-    """(..., 2) (x, y) points as complex numbers x + iy, (...,)."""
-    return points[..., 0].astype(np.float64) + 1j * points[..., 1]
-
-
-def _inside(points: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Whether (M, 2) (x, y) points lie in the frame, (M,)."""
-    x, y = points[:, 0], points[:, 1]
-    return (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
-
-
-def _neighbours(queries: np.ndarray, count: int) -> np.ndarray:
-    """For each query, the ``count`` nearest queries of the same start frame, (N, count) int.
-
-    queries: (N, 3) rows (t, x, y). Rows are padded with the query itself when its start frame
-    has too few queries.
-    """
-    result = np.tile(np.arange(len(queries))[:, None], (1, count))
-    for t in np.unique(queries[:, 0]):
-        group = np.flatnonzero(queries[:, 0] == t)
-        dist = np.linalg.norm(queries[group, None, 1:3] - queries[None, group, 1:3], axis=-1)
-        np.fill_diagonal(dist, np.inf)
-        k = min(count, len(group) - 1)
-        if k > 0:
-            result[group, :k] = group[np.argsort(dist, axis=1)[:, :k]]
-    return result
 
 
 class LKTracker:
@@ -192,10 +127,10 @@ class _Run:
                 cfg.epsilon,
             ),
         }
-        self.weights = _gaussian(cfg.patch, cfg.patch_sigma)
-        self.centre_weights = _gaussian(cfg.glimpse_patch, cfg.glimpse_sigma)
+        self.weights = gaussian_window(cfg.patch, cfg.patch_sigma)
+        self.centre_weights = gaussian_window(cfg.glimpse_patch, cfg.glimpse_sigma)
         self.glimpsed = np.zeros((num_frames, n), bool)
-        self.neighbours = _neighbours(queries, cfg.neighbours)
+        self.neighbours = grid_neighbours(queries, cfg.neighbours)
         self.cost = np.full(self.neighbours.shape, cfg.cost_max / 2, np.float32)
         self.pos = queries[:, 1:3].astype(np.float32).copy()
         self.shown = np.zeros(n, bool)
@@ -221,8 +156,8 @@ class _Run:
         """Start the queries of frame ``s`` and write the state into row ``s``."""
         new = np.flatnonzero(self.start == s)
         if new.size:
-            self.shown[new] = _inside(self.pos[new], self.height, self.width)
-            self.templates[new] = _patches(self._float(s), self.pos[new], self.cfg.patch)
+            self.shown[new] = inside_frame(self.pos[new], self.height, self.width)
+            self.templates[new] = patches_at(self._float(s), self.pos[new], self.cfg.patch)
             self._reference(new, s)
             self.confidence[s, new] = self.shown[new]
         active = self.start <= s
@@ -271,14 +206,14 @@ class _Run:
         (M, P) patches the landing patches must match.
         """
         cfg = self.cfg
-        seen = _patches(image, points, cfg.patch)
-        ncc, residual = _compare(seen, templates, self.weights)
+        seen = patches_at(image, points, cfg.patch)
+        ncc, residual = compare_patches(seen, templates, self.weights)
         good = (
             lk_ok
             & (fb < cfg.fb_threshold)
             & (ncc > cfg.ncc_min)
             & (residual < cfg.residual_max)
-            & _inside(points, self.height, self.width)
+            & inside_frame(points, self.height, self.width)
         )
         conf = np.clip(ncc, 0, 1) * np.clip(1 - fb / (2 * cfg.fb_threshold), 0, 1)
         return good, conf.astype(np.float32)
@@ -309,7 +244,7 @@ class _Run:
         self._recover(s + 1, hidden, image)
         self._glimpse(s + 1, hidden[~self.shown[hidden]], image)
         refresh = np.flatnonzero(active & self.shown)
-        seen = _patches(image, self.pos[refresh], cfg.patch)
+        seen = patches_at(image, self.pos[refresh], cfg.patch)
         self.templates[refresh] += cfg.template_rate * (seen - self.templates[refresh])
 
     def _set_references(self, s: int, lost: np.ndarray) -> None:
@@ -328,10 +263,10 @@ class _Run:
     def _reference(self, group: np.ndarray, r: int) -> None:
         """Cut the reference patches and tiles of points (M,) from frame ``r`` at ref_pos."""
         cfg = self.cfg
-        self.ref_templates[group] = _patches(self._float(r), self.ref_pos[group], cfg.patch)
+        self.ref_templates[group] = patches_at(self._float(r), self.ref_pos[group], cfg.patch)
         centres = np.round(self.ref_pos[group]).astype(int)
         side = 2 * cfg.tile_radius + 1
-        tiles = _tiles(self.gray[r], centres, cfg.tile_radius)
+        tiles = tiles_around(self.gray[r], centres, cfg.tile_radius)
         self.ref_tiles[group] = tiles.reshape(side, -1, side).transpose(1, 0, 2)
         self.ref_centres[group] = centres
 
@@ -365,8 +300,8 @@ class _Run:
         anchor = alike & self.visible[ref, nb]
         fit = anchor.any(axis=1)
         if fit.any():
-            z = _complex(self.positions[ref[fit], nb[fit]])
-            w = _complex(self.pos[nb[fit]] + moved[nb[fit]])
+            z = as_complex(self.positions[ref[fit], nb[fit]])
+            w = as_complex(self.pos[nb[fit]] + moved[nb[fit]])
             count = anchor[fit].sum(axis=1)
             z_mean = np.sum(np.where(anchor[fit], z, 0), axis=1) / count
             w_mean = np.sum(np.where(anchor[fit], w, 0), axis=1) / count
@@ -374,7 +309,7 @@ class _Run:
             wc = np.where(anchor[fit], w - w_mean[:, None], 0)
             reg = cfg.similarity_prior
             a = (np.sum(np.conj(zc) * wc, axis=1) + reg) / (np.sum(np.abs(zc) ** 2, axis=1) + reg)
-            target = a * (_complex(self.ref_pos[hidden[fit]]) - z_mean) + w_mean
+            target = a * (as_complex(self.ref_pos[hidden[fit]]) - z_mean) + w_mean
             target = self._pick(hidden[fit], target, anchor[fit], z, w, image)
             steps[fit] = np.stack([target.real, target.imag], -1) - self.pos[hidden[fit]]
         return steps
@@ -388,7 +323,9 @@ class _Run:
         side = slice(crop, crop + size)
         ref = self.ref_templates[group].reshape(-1, self.cfg.patch, self.cfg.patch)
         templates = ref[:, side, side].reshape(len(group), -1)
-        _, residual = _compare(_patches(image, points, size), templates, self.centre_weights)
+        _, residual = compare_patches(
+            patches_at(image, points, size), templates, self.centre_weights
+        )
         return residual
 
     def _pick(
@@ -406,7 +343,7 @@ class _Run:
         ``pick_margin``). anchor: (M, K) bool; before, after: (M, K) complex neighbour
         positions in the reference frame and in ``image``. Returns (M,) complex."""
         cand = np.concatenate(
-            [target[:, None], _complex(self.ref_pos[group])[:, None] + after - before], 1
+            [target[:, None], as_complex(self.ref_pos[group])[:, None] + after - before], 1
         )
         rows, cols = np.nonzero(np.concatenate([np.ones((len(group), 1), bool), anchor], 1))
         points = np.stack([cand[rows, cols].real, cand[rows, cols].imag], -1).astype(np.float32)
@@ -419,7 +356,7 @@ class _Run:
         """Report hidden points (M,) as visible at ``s`` (without resuming tracking) when the
         centre of their reference patch is seen at their carried position."""
         cfg = self.cfg
-        hidden = hidden[_inside(self.pos[hidden], self.height, self.width)]
+        hidden = hidden[inside_frame(self.pos[hidden], self.height, self.width)]
         if not hidden.size:
             return
         residual = self._centre_residual(image, self.pos[hidden], hidden)
@@ -433,7 +370,7 @@ class _Run:
         carried position are laid side by side in two strips.
         """
         radius = self.cfg.tile_radius
-        hidden = hidden[_inside(self.pos[hidden], self.height, self.width)]
+        hidden = hidden[inside_frame(self.pos[hidden], self.height, self.width)]
         if not hidden.size:
             return
         side = 2 * radius + 1
@@ -442,7 +379,7 @@ class _Run:
             self.ref_tiles[hidden].transpose(1, 0, 2).reshape(side, -1)
         )
         centres = np.round(self.pos[hidden]).astype(int)
-        strip = _tiles(self.gray[s], centres, radius)
+        strip = tiles_around(self.gray[s], centres, radius)
         start = self.ref_pos[hidden] - self.ref_centres[hidden] + shift
         guess = self.pos[hidden] - centres + shift
         p1, lk_ok, fb = self._lk(ref_strip, strip, start, guess)
