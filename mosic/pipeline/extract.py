@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 
 from mosic.stages.queries import grid_points, query_frames, track_query_sets
@@ -111,40 +111,50 @@ def decode(source: VideoSource, config: ExtractConfig) -> DecodedVideo:
     return video
 
 
-def track_and_store(
-    key: str,
-    source: VideoSource,
-    video: DecodedVideo,
-    store: TrackStore,
-    config: ExtractConfig,
-    tracker: Tracker,
-) -> VideoOutcome:
-    """Track one decoded video's query sets and write its group; failures are returned."""
-    stage = "track"
+def track(
+    key: str, source: VideoSource, video: DecodedVideo, config: ExtractConfig, tracker: Tracker
+) -> tuple[VideoData, float] | VideoOutcome:
+    """Track one decoded video's query sets: its data and the tracker's seconds, or a failure."""
     try:
-        frames = video.frames
-        t, h, w, _ = frames.shape
+        t, h, w, _ = video.frames.shape
         started = time.perf_counter()
         starts = query_frames(t, config.query_every, config.horizon)
         tracks = track_query_sets(
-            tracker, frames, starts, grid_points(h, w, config.grid), config.horizon, config.window
-        )
-        track_seconds = time.perf_counter() - started
-        stage = "write"
-        meta = VideoMeta(
-            source=str(source.path),
-            original_size=video.original_size,
-            fps=video.fps,
-            decoded_frames=video.decoded_frames,
-            frame_stride=video.frame_stride,
-        )
-        data = VideoData(meta, frames, starts, tracks.positions, tracks.visible, tracks.confidence)
-        record = store.write_video(key, data)
+            tracker, video.frames, starts, grid_points(h, w, config.grid), config.horizon,
+            config.window,
+        )  # fmt: skip
+        seconds = time.perf_counter() - started
     except Exception as exc:  # a bad video must not stop the run: it becomes a failure row
-        if stage == "write":
-            store.discard_video(key)
-        return failed(key, source, stage, exc)
-    return VideoOutcome(key, str(source.path), record=record, frames=t, track_seconds=track_seconds)
+        return failed(key, source, "track", exc)
+    meta = VideoMeta(
+        source=str(source.path),
+        original_size=video.original_size,
+        fps=video.fps,
+        decoded_frames=video.decoded_frames,
+        frame_stride=video.frame_stride,
+    )
+    data = VideoData(
+        meta, video.frames, starts, tracks.positions, tracks.visible, tracks.confidence
+    )
+    return data, seconds
+
+
+def store_video(
+    key: str, source: VideoSource, data: VideoData, track_seconds: float, store: TrackStore
+) -> VideoOutcome:
+    """Write one tracked video's group; a write error is returned as a failure."""
+    started = time.perf_counter()
+    try:
+        record = store.write_video(key, data)
+    except Exception as exc:  # a full disk fails this video, not the run
+        store.discard_video(key)
+        return failed(key, source, "write", exc)
+    write_seconds = time.perf_counter() - started
+    frames = len(data.frames)
+    return VideoOutcome(
+        key, str(source.path), record=record, frames=frames, track_seconds=track_seconds,
+        busy_seconds=track_seconds + write_seconds,
+    )  # fmt: skip
 
 
 def failed(key: str, source: VideoSource, stage: str, why: BaseException | str) -> VideoOutcome:
@@ -161,21 +171,44 @@ def extract_batch(
     config: ExtractConfig,
     tracker: Tracker,
 ) -> Iterator[VideoOutcome]:
-    """Extract videos one after another, decoding the next while the current one is tracked."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
-        ahead = [pool.submit(decode, source, config) for source, _ in items[:1]]
+    """Extract videos one after another: the next video is decoded and the previous one
+    written while the current one is tracked."""
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as decoder,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer,
+    ):
+        ahead = [decoder.submit(decode, source, config) for source, _ in items[:1]]
+        writing: list[tuple[Future, float]] = []
         for i, (source, key) in enumerate(items):
-            started = time.perf_counter()
             if i + 1 < len(items):
-                ahead.append(pool.submit(decode, items[i + 1][0], config))
-            try:
-                video = ahead[i].result()
-                outcome = track_and_store(key, source, video, store, config, tracker)
-            except Exception as exc:  # a bad video must not stop the run
-                outcome = failed(key, source, "decode", exc)
-            finally:
-                ahead[i] = video = None  # release the frames as soon as they are used
-            yield replace(outcome, busy_seconds=time.perf_counter() - started)
+                ahead.append(decoder.submit(decode, items[i + 1][0], config))
+            started = time.perf_counter()
+            error = ahead[i].exception()  # waits for the decode
+            decode_wait = time.perf_counter() - started
+            if error is None:
+                tracked = track(key, source, ahead[i].result(), config, tracker)
+            else:  # a bad video must not stop the run
+                tracked = failed(key, source, "decode", error)
+            ahead[i] = None  # release the frames as soon as they are tracked
+            if isinstance(tracked, VideoOutcome):  # through the writer too, to keep the order
+                pending = writer.submit(_unchanged, tracked)
+            else:
+                pending = writer.submit(store_video, key, source, *tracked, store)
+            if writing:
+                yield _finished(*writing.pop())
+            writing.append((pending, decode_wait))
+        while writing:
+            yield _finished(*writing.pop())
+
+
+def _unchanged(outcome: VideoOutcome) -> VideoOutcome:
+    return outcome
+
+
+def _finished(pending: Future, decode_wait: float) -> VideoOutcome:
+    """A written (or failed) video's outcome, its decode wait counted as busy time."""
+    outcome = pending.result()
+    return replace(outcome, busy_seconds=outcome.busy_seconds + decode_wait)
 
 
 @dataclass
