@@ -58,8 +58,14 @@ def reference(videos, tmp_path_factory):
 
 
 def _complete_videos(store: Path) -> int:
-    """Video groups marked complete (indexed or not yet)."""
-    return sum('"complete": true' in p.read_text() for p in store.glob("videos/*/zarr.json"))
+    """Video groups marked complete (indexed or not yet), read while the run writes."""
+    complete = 0
+    for path in store.glob("videos/*/zarr.json"):
+        try:
+            complete += '"complete": true' in path.read_text()
+        except FileNotFoundError:  # a group being rewritten right now
+            continue
+    return complete
 
 
 def _wait_for_cluster(run: subprocess.Popen) -> None:
