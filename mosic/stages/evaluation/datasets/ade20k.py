@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mosic.stages.evaluation.datasets.base import require
-from mosic.stages.evaluation.datasets.common import ImageMaskDataset, label_table
+from mosic.stages.evaluation.datasets.common import ImageMaskDataset, image_mask_pairs, label_table
 
 # fmt: off
 CLASS_NAMES = (
@@ -56,10 +55,7 @@ class ADE20K(ImageMaskDataset):
     ):
         if split not in SPLITS:
             raise ValueError(f"ADE20K split must be one of {sorted(SPLITS)}, got {split!r}")
-        root = Path(root)
-        image_dir = require(root / "images" / SPLITS[split], "image folder", LAYOUT, ORIGIN)
-        mask_dir = require(root / "annotations" / SPLITS[split], "mask folder", LAYOUT, ORIGIN)
-        items = [(p.stem, p, mask_dir / f"{p.stem}.png") for p in image_dir.glob("*.jpg")]
+        image_dir, items = image_mask_pairs(Path(root), SPLITS[split], LAYOUT, ORIGIN)
         super().__init__(
             f"ade20k/{split}",
             CLASS_NAMES,

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mosic.stages.evaluation.datasets.base import require
-from mosic.stages.evaluation.datasets.common import ImageMaskDataset, label_table
+from mosic.stages.evaluation.datasets.common import ImageMaskDataset, image_mask_pairs, label_table
 
 # Fine label (stuffthingmaps value) -> coarse class, copied from STEGO's ``Coco.fine_to_coarse``
 # (mhamilton723/STEGO, src/data.py), itself PiCIE's table (janghyuncho/PiCIE).
@@ -91,10 +90,7 @@ class COCOCoarse(ImageMaskDataset):
             names = COARSE_NAMES[NUM_THINGS:]
         else:
             raise ValueError(f"COCO kind must be 'things' or 'stuff', got {kind!r}")
-        root = Path(root)
-        image_dir = require(root / "images" / SPLITS[split], "image folder", LAYOUT, ORIGIN)
-        mask_dir = require(root / "annotations" / SPLITS[split], "mask folder", LAYOUT, ORIGIN)
-        items = [(p.stem, p, mask_dir / f"{p.stem}.png") for p in image_dir.glob("*.jpg")]
+        image_dir, items = image_mask_pairs(Path(root), SPLITS[split], LAYOUT, ORIGIN)
         super().__init__(
             f"coco-{kind}/{split}",
             names,
@@ -108,29 +104,11 @@ class COCOCoarse(ImageMaskDataset):
         )
 
 
-class COCOThings(COCOCoarse):
+def COCOThings(root: str | Path, split: str = "val", **options) -> COCOCoarse:  # noqa: N802
     """COCO-Things: the 12 coarse thing classes of COCO-Stuff 164k (see ``COCOCoarse``)."""
-
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "val",
-        *,
-        max_items: int | None = None,
-        subset_file: str | Path | None = None,
-    ):
-        super().__init__(root, split, "things", max_items=max_items, subset_file=subset_file)
+    return COCOCoarse(root, split, "things", **options)
 
 
-class COCOStuff(COCOCoarse):
+def COCOStuff(root: str | Path, split: str = "val", **options) -> COCOCoarse:  # noqa: N802
     """COCO-Stuff-15: the 15 coarse stuff classes of COCO-Stuff 164k (see ``COCOCoarse``)."""
-
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "val",
-        *,
-        max_items: int | None = None,
-        subset_file: str | Path | None = None,
-    ):
-        super().__init__(root, split, "stuff", max_items=max_items, subset_file=subset_file)
+    return COCOCoarse(root, split, "stuff", **options)

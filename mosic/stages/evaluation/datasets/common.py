@@ -121,6 +121,17 @@ class ImageMaskDataset:
         return SegmentationSample(name=name, image=image, mask=self._lut[raw])
 
 
+def image_mask_pairs(
+    root: Path, split_dir: str, layout: str, origin: str
+) -> tuple[Path, list[tuple[str, Path, Path]]]:
+    """``images/<split_dir>/*.jpg`` paired with ``annotations/<split_dir>/<stem>.png`` (the
+    ADE20K and COCO-Stuff layout): the image folder and (name, image, mask) items."""
+    image_dir = require(root / "images" / split_dir, "image folder", layout, origin)
+    mask_dir = require(root / "annotations" / split_dir, "mask folder", layout, origin)
+    items = [(p.stem, p, mask_dir / f"{p.stem}.png") for p in image_dir.glob("*.jpg")]
+    return image_dir, items
+
+
 def label_table(pairs: dict[int, int]) -> np.ndarray:
     """(256,) int64: raw PNG value -> class id, ``IGNORE`` for every value not in ``pairs``."""
     lut = np.full(256, IGNORE, dtype=np.int64)
