@@ -7,11 +7,9 @@ nccl on GPU). Rank 0 logs and writes checkpoints.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,11 +20,17 @@ from torch.utils.data import DataLoader
 
 from mosic.pipeline.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mosic.pipeline.train_config import TrainConfig
+from mosic.pipeline.train_step import (
+    NonFiniteLoss,
+    TrainStep,
+    build_student,
+    cosine_schedule,
+    param_groups,
+)
 from mosic.stages.data.clips import ClipDataset
 from mosic.stages.data.sampler import ClipBatchSampler
-from mosic.stages.model.backbone import create_backbone, unfreeze_last_blocks
-from mosic.stages.model.network import MoSiCNetwork, ema_update, make_teacher
-from mosic.stages.objective import MoSiCObjective, StepStats
+from mosic.stages.model.network import MoSiCNetwork, make_teacher
+from mosic.stages.objective import StepStats
 
 
 class TrainingError(Exception):
@@ -60,56 +64,6 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def build_student(cfg: TrainConfig) -> MoSiCNetwork:
-    """The student network with only the last ``unfreeze_blocks`` blocks trainable."""
-    backbone = create_backbone(
-        cfg.backbone,
-        weights=cfg.weights,
-        pretrained=cfg.pretrained,
-        img_size=cfg.clip.augment.input_size,
-    )
-    unfreeze_last_blocks(backbone, cfg.unfreeze_blocks)
-    student = MoSiCNetwork(backbone, cfg.prototypes, sampling=cfg.feature_sampling)
-    if cfg.attention == "xformers":
-        from mosic.stages.model.attention import use_xformers
-
-        use_xformers(student.backbone)
-    return student
-
-
-def param_groups(student: MoSiCNetwork, cfg: TrainConfig) -> list[dict]:
-    """AdamW groups: backbone / head+prototypes learning rates; no decay on biases and norms."""
-    groups: dict[tuple[str, bool], list] = {}
-    for name, parameter in student.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        part = "backbone" if name.startswith("backbone.") else "head"
-        decay = parameter.ndim > 1 and not name.startswith("prototypes.")
-        groups.setdefault((part, decay), []).append(parameter)
-    lr = {"backbone": cfg.optim.lr_backbone, "head": cfg.optim.lr_head}
-    return [
-        {
-            "params": params,
-            "lr": lr[part],
-            "weight_decay": cfg.optim.weight_decay if decay else 0.0,
-            "name": f"{part}{'' if decay else '-no-decay'}",
-        }
-        for (part, decay), params in sorted(groups.items())
-    ]
-
-
-def cosine_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    """Learning-rate factor: linear warmup, then cosine from 1 to 0 at ``total_steps``."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
 
 
 @dataclass
@@ -177,8 +131,10 @@ def train(
         generator=torch.Generator().manual_seed(cfg.seed),  # leaves the global RNG alone
     )
     model = DistributedDataParallel(student) if job.world_size > 1 else student
-    objective = MoSiCObjective(cfg.objective)
-    autocast = _autocast(cfg.precision, device)
+    try:
+        train_step = TrainStep(cfg, student, teacher, model, optimizer, scheduler, device)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
     log = _Logger(cfg, job, dataset, total_steps) if job.main else None
     losses: list[float] = []
     last_good = resume
@@ -192,23 +148,14 @@ def train(
             frames = batch["frames"].to(device, non_blocking=True)
             positions = batch["positions"].to(device, non_blocking=True)
             visible = batch["visible"].to(device, non_blocking=True)
-            student.prototypes.normalize_()
-            teacher.prototypes.normalize_()
-            with autocast:
-                loss, stats = objective(model, teacher, frames, positions, visible)
-            if not torch.isfinite(loss):
+            try:
+                loss, stats = train_step(frames, positions, visible)
+            except NonFiniteLoss as exc:
                 where = f"last good checkpoint: {last_good}" if last_good else "no checkpoint yet"
-                raise TrainingError(f"loss is {loss.item()} at step {step + 1}; stopped ({where})")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.optim.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.optim.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            ema_update(teacher, student, cfg.teacher_momentum)
+                raise TrainingError(f"{exc} at step {step + 1}; stopped ({where})") from None
             step += 1
-            losses.append(loss.item())
-            record = _record(step, epoch, loss.item(), scheduler, stats, data_wait, waited, cfg)
+            losses.append(loss)
+            record = _record(step, epoch, loss, scheduler, stats, data_wait, waited, cfg)
             if log:
                 log.step(record)
             if on_step:
@@ -240,16 +187,6 @@ def _record(step, epoch, loss, scheduler, stats: StepStats, data_wait, started, 
         "data_wait_fraction": data_wait / max(seconds, 1e-9),
         "clips_per_s": cfg.batch_size / max(seconds, 1e-9),
     }
-
-
-def _autocast(precision: str, device: torch.device):
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
-    if precision == "fp32":
-        return nullcontext()
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    raise TrainingError(f"--precision {precision!r}: use auto, fp32 or bf16")
 
 
 def _save(cfg, job, student, teacher, optimizer, scheduler, step) -> Path | None:

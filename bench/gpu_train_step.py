@@ -1,0 +1,181 @@
+"""Training on one GPU: ViT-S/14 at 224 px, a global batch of 64 clips of 12 frames.
+
+Part 1 times ``TrainStep`` (the step ``mosic train`` runs) alone, on generated tensors already
+on the GPU: fp32 against bf16 autocast, PyTorch SDPA against xformers attention (when
+installed). Part 2 runs ``train`` itself on a store of generated frames with DataLoader workers
+and reports the fraction of each step spent waiting for data. Prints a table naming the card
+and writes ``<out>/gpu_train_step.json``. Needs CUDA; weights are random (timing only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mosic.pipeline.train import train
+from mosic.pipeline.train_config import TrainConfig
+from mosic.pipeline.train_step import TrainStep, build_student, cosine_schedule, param_groups
+from mosic.stages.model.network import make_teacher
+from mosic.stages.queries import grid_points, query_frames
+from mosic.store_schema import TrackStore
+from mosic.store_schema.store import VideoData, VideoMeta
+
+CLIPS, FRAMES, SIZE, GRID = 64, 12, 224, 16
+
+
+def timed_steps(cfg: TrainConfig, warmup: int, steps: int) -> dict:
+    """Mean seconds of ``TrainStep`` on one fixed batch of generated tensors on the GPU."""
+    device = torch.device(cfg.device)
+    cuda = device.type == "cuda"
+    torch.manual_seed(0)
+    student = build_student(cfg).to(device)
+    teacher = make_teacher(student)
+    optimizer = torch.optim.AdamW(param_groups(student, cfg))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(10**6, 0))
+    step = TrainStep(cfg, student, teacher, student, optimizer, scheduler, device)
+    frames = torch.randint(0, 256, (CLIPS, FRAMES, 3, SIZE, SIZE), dtype=torch.uint8)
+    start = torch.from_numpy(grid_points(SIZE, SIZE, GRID))  # (N, 2) (x, y)
+    drift = torch.randn(CLIPS, 1, start.shape[0], 2).cumsum(0) * 2
+    positions = (start + drift * torch.arange(FRAMES).view(1, FRAMES, 1, 1)).clamp(0, SIZE - 1)
+    visible = torch.rand(CLIPS, FRAMES, start.shape[0]) > 0.1
+    batch = [t.to(device) for t in (frames, positions.float(), visible)]
+    for _ in range(warmup):
+        step(*batch)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step(*batch)  # returns loss.item(): one sync per step, as in training
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - started) / steps
+    return {
+        "precision": cfg.precision,
+        "attention": cfg.attention,
+        "step_s": seconds,
+        "images_per_s": CLIPS * FRAMES / seconds,
+        "clips_per_s": CLIPS / seconds,
+        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"),
+    }
+
+
+def write_store(path: Path, videos: int, frames: int, size: int) -> None:
+    """A store of smooth moving gradients with straight-line tracks (no tracker needed)."""
+    horizon, every = 67, 8
+    store = TrackStore.create(
+        path,
+        {"tracker": {"name": "generated", "version": "1"}, "grid": GRID, "horizon": horizon,
+         "query_every": every, "frame_stride": 1, "size": str(size)},
+    )  # fmt: skip
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    starts = query_frames(frames, every, horizon)
+    grid = grid_points(size, size, GRID)
+
+    def one(v: int):
+        rng = np.random.default_rng(v)
+        velocity = rng.uniform(-1.5, 1.5, 2).astype(np.float32)
+        phase = rng.uniform(0, 6.28, 3)
+        t = np.arange(frames, dtype=np.float32).reshape(-1, 1, 1)
+        channels = [
+            127 + 120 * np.sin((xx - velocity[0] * t) / (17 + 5 * c) + (yy - velocity[1] * t) / 23
+                               + phase[c])
+            for c in range(3)
+        ]  # fmt: skip
+        video = np.stack(channels, axis=-1).astype(np.uint8)
+        steps = np.arange(horizon, dtype=np.float32).reshape(1, -1, 1, 1)
+        positions = np.broadcast_to(grid + velocity * steps, (len(starts), horizon, len(grid), 2))
+        visible = ((positions >= 0) & (positions <= size - 1)).all(-1)
+        meta = VideoMeta(f"generated/{v}", (size, size), 25.0, frames, 1)
+        data = VideoData(meta, video, starts, positions.astype(np.float32), visible)
+        return store.write_video(f"v{v:05d}", data)
+
+    with ThreadPoolExecutor(8) as pool:
+        records = list(pool.map(one, range(videos)))
+    store.add_to_index(records)
+
+
+def loader_run(cfg: TrainConfig, store: Path, out: Path, steps: int) -> dict:
+    """``train`` from the store: clips/s and the data-wait fraction after the first step."""
+    records: list[dict] = []
+    run = replace(cfg, stores=(str(store),), output=str(out), max_steps=steps)
+    train(run, on_step=records.append)
+    timed = records[1:]
+    return {
+        "loader_workers": cfg.loader_workers,
+        "steps": steps,
+        "clips_per_s": sum(r["clips_per_s"] for r in timed) / len(timed),
+        "data_wait_fraction": sum(r["data_wait_fraction"] for r in timed) / len(timed),
+        "max_data_wait_fraction": max(r["data_wait_fraction"] for r in timed),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench"))
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--loader-workers", type=int, default=12)
+    parser.add_argument("--loader-steps", type=int, default=24)
+    parser.add_argument("--videos", type=int, default=256)
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("gpu_train_step.py needs a CUDA GPU")
+    card = torch.cuda.get_device_name()
+    args.out.mkdir(parents=True, exist_ok=True)
+    base = TrainConfig(
+        stores=("unused",), backbone="dinov2-s14", batch_size=CLIPS, device="cuda",
+        loader_workers=args.loader_workers, checkpoint_every=10**9, log_every=10**9,
+    )  # fmt: skip
+    try:
+        import xformers.ops  # noqa: F401
+
+        attentions = ("sdpa", "xformers")
+    except ImportError:
+        attentions = ("sdpa",)
+    rows = [
+        timed_steps(replace(base, precision=p, attention=a), warmup=3, steps=args.steps)
+        for a in attentions
+        for p in ("fp32", "bf16")
+    ]
+    work = Path(tempfile.mkdtemp(prefix="mosic-gpu-bench-"))
+    try:
+        started = time.perf_counter()
+        write_store(work / "tracks.zarr", args.videos, frames=72, size=256)
+        store_s = time.perf_counter() - started
+        fastest = min(rows, key=lambda r: r["step_s"])
+        run_cfg = replace(base, precision=fastest["precision"], attention=fastest["attention"])
+        loader = loader_run(run_cfg, work / "tracks.zarr", work / "run", args.loader_steps)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"training step on {card}: dinov2-s14 (random weights), {CLIPS} clips x {FRAMES} "
+          f"frames at {SIZE} px, {GRID * GRID} tracks per clip")  # fmt: skip
+    reference = rows[0]["step_s"]
+    for r in rows:
+        print(
+            f"  {r['precision']:>4} {r['attention']:>8}: {1000 * r['step_s']:7.1f} ms/step, "
+            f"{r['images_per_s']:8.0f} images/s, {r['peak_memory_gib']:5.1f} GiB peak, "
+            f"{reference / r['step_s']:.2f}x fp32 sdpa"
+        )
+    print(
+        f"  train() from a store ({args.videos} videos written in {store_s:.0f} s), "
+        f"{fastest['precision']} {fastest['attention']}, {loader['loader_workers']} loader "
+        f"workers: {loader['clips_per_s']:.1f} clips/s, waiting for data "
+        f"{100 * loader['data_wait_fraction']:.1f} % of the step (max "
+        f"{100 * loader['max_data_wait_fraction']:.1f} %)"
+    )
+    result = {"card": card, "torch": torch.__version__, "steps": rows, "train": loader}
+    (args.out / "gpu_train_step.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
