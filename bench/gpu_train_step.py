@@ -24,6 +24,7 @@ import torch
 from mosic.pipeline.train import train
 from mosic.pipeline.train_config import TrainConfig
 from mosic.pipeline.train_step import TrainStep, build_student, cosine_schedule, param_groups
+from mosic.stages.model.backbone import patch_tokens
 from mosic.stages.model.network import make_teacher
 from mosic.stages.queries import grid_points, query_frames
 from mosic.store_schema import TrackStore
@@ -67,6 +68,19 @@ def timed_steps(cfg: TrainConfig, warmup: int, steps: int) -> dict:
         "clips_per_s": CLIPS / seconds,
         "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"),
     }
+
+
+def attention_agreement(cfg: TrainConfig) -> float:
+    """Largest difference of xformers' patch features from SDPA's (same weights, fp32)."""
+    torch.manual_seed(0)
+    sdpa = build_student(replace(cfg, attention="sdpa")).cuda().eval()
+    xformers = build_student(replace(cfg, attention="xformers")).cuda().eval()
+    xformers.load_state_dict(sdpa.state_dict())
+    images = torch.randn(8, 3, SIZE, SIZE, device="cuda")
+    with torch.inference_mode():
+        a = patch_tokens(sdpa.backbone, images)
+        b = patch_tokens(xformers.backbone, images)
+    return float((a - b).abs().max() / a.abs().max())
 
 
 def write_store(path: Path, videos: int, frames: int, size: int) -> None:
@@ -139,8 +153,9 @@ def main() -> None:
         import xformers.ops  # noqa: F401
 
         attentions = ("sdpa", "xformers")
+        agreement = attention_agreement(replace(base, precision="fp32"))
     except ImportError:
-        attentions = ("sdpa",)
+        attentions, agreement = ("sdpa",), None
     rows = [
         timed_steps(replace(base, precision=p, attention=a), warmup=3, steps=args.steps)
         for a in attentions
@@ -159,6 +174,10 @@ def main() -> None:
 
     print(f"training step on {card}: dinov2-s14 (random weights), {CLIPS} clips x {FRAMES} "
           f"frames at {SIZE} px, {GRID * GRID} tracks per clip")  # fmt: skip
+    if agreement is not None:
+        print(
+            f"  xformers against sdpa, fp32 patch features: max relative difference {agreement:.1e}"
+        )
     reference = rows[0]["step_s"]
     for r in rows:
         print(
@@ -174,6 +193,7 @@ def main() -> None:
         f"{100 * loader['max_data_wait_fraction']:.1f} %)"
     )
     result = {"card": card, "torch": torch.__version__, "steps": rows, "train": loader}
+    result["xformers_vs_sdpa_max_relative_difference"] = agreement
     (args.out / "gpu_train_step.json").write_text(json.dumps(result, indent=2))
 
 
