@@ -125,3 +125,16 @@ def test_local_weights_load_strictly_and_other_backbones_fail(tmp_path):
         create_backbone("dino-s16", weights=tmp_path / "w.pth")
     with pytest.raises(FileNotFoundError, match="not found"):
         create_backbone("vit-tiny-test", weights=tmp_path / "nope.pth")
+
+
+def test_xformers_attention_without_xformers_is_a_clear_error():
+    try:
+        import xformers  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("xformers is installed here")
+    from mosic.stages.model.attention import use_xformers
+
+    with pytest.raises(RuntimeError, match="--attention xformers needs xformers"):
+        use_xformers(create_backbone("vit-tiny-test", img_size=32))

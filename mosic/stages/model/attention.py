@@ -9,14 +9,22 @@ from torch import nn
 def use_xformers(model: nn.Module) -> int:
     """Route every timm ``Attention`` block through ``xformers.ops.memory_efficient_attention``.
 
-    Returns how many blocks were switched. Raises a one-line error without xformers.
+    Returns how many blocks were switched. Raises a one-line error without xformers, or with
+    an xformers whose kernels were built for another torch (they fail at the first call).
     """
     try:
+        import xformers
         from xformers.ops import memory_efficient_attention
     except ImportError:
         raise RuntimeError(
             "--attention xformers needs xformers (pip install xformers matching your torch)"
         ) from None
+    if not getattr(xformers, "_has_cpp_library", True):
+        raise RuntimeError(
+            f"--attention xformers: xformers {xformers.__version__} could not load its CUDA "
+            f"kernels (built for another torch than {torch.__version__}); install the "
+            "xformers build matching your torch, or use --attention sdpa"
+        )
     from timm.models.vision_transformer import Attention
 
     def forward(
