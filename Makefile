@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.mosic-installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: test lint format demo bench reproduce reproduce-mini clean
+.PHONY: test lint format demo bench bench-gpu reproduce reproduce-mini clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/cluster_scaling.py --out runs/bench
 	$(BIN)/python bench/clip_loading.py
 	$(BIN)/python bench/train_step.py --out runs/bench
+
+bench-gpu: $(STAMP)
+	$(BIN)/python bench/gpu_train_step.py --out runs/bench
 
 clean:
 	rm -rf $(VENV) runs

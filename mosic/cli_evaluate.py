@@ -36,12 +36,21 @@ def evaluate_command(
     ] = None,
     video_mode: Annotated[str, typer.Option(help="video: frame, clip or dataset.")] = "frame",
     device: Annotated[str, typer.Option()] = "cpu",
+    save_visuals: Annotated[
+        int, typer.Option(help="Prediction pictures (PNG) of the first N images (video: frames).")
+    ] = 0,
+    visuals_dir: Annotated[
+        Path | None, typer.Option(help="Their folder (default: <output stem>_visuals/).")
+    ] = None,
 ) -> None:
     """Evaluate a model on one dense benchmark; results as JSON plus a one-line summary."""
     from mosic.pipeline.checkpoint import CheckpointError
     from mosic.pipeline.evaluate import EvalRequest, run_evaluation, summary_line, write_result
     from mosic.stages.evaluation.datasets import DatasetError
 
+    name = Path(model).stem if Path(model).suffix else model
+    output = output or Path("runs/eval") / f"{name}-{benchmark}-{dataset}.json"
+    visuals_dir = visuals_dir or output.with_name(f"{output.stem}_visuals")
     request = EvalRequest(
         model=model,
         benchmark=benchmark,
@@ -58,13 +67,13 @@ def evaluate_command(
         clusters=tuple(int(k) for k in clusters.split(",")) if clusters else None,
         video_mode=video_mode,
         device=device,
+        save_visuals=save_visuals,
+        visuals_dir=str(visuals_dir) if save_visuals else None,
     )
     try:
         result = run_evaluation(request)
     except (ValueError, FileNotFoundError, DatasetError, CheckpointError) as exc:
         err.print(Text.assemble(("error: ", "red"), str(exc)))
         raise typer.Exit(2) from None
-    name = Path(model).stem if Path(model).suffix else model
-    output = output or Path("runs/eval") / f"{name}-{benchmark}-{dataset}.json"
     write_result(result, output)
     console.print(f"{summary_line(result)} -> {output}")

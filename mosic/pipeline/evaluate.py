@@ -7,6 +7,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from torch import nn
+
 from mosic.stages.evaluation.datasets import open_dataset, subset
 from mosic.stages.evaluation.features import DenseFeatures
 from mosic.stages.evaluation.hummingbird import HummingbirdConfig, evaluate_hummingbird
@@ -14,6 +16,7 @@ from mosic.stages.evaluation.linear import LinearConfig, evaluate_linear
 from mosic.stages.evaluation.models import load_eval_backbone
 from mosic.stages.evaluation.overclustering import evaluate_overclustering
 from mosic.stages.evaluation.video_segmentation import evaluate_video
+from mosic.stages.evaluation.visuals import VisualWriter
 
 BENCHMARKS = ("hummingbird", "linear", "overclustering", "video")
 VIDEO_DATASETS = ("davis", "ytvos")
@@ -51,6 +54,8 @@ class EvalRequest:
     clusters: tuple[int, ...] | None = None  # overclustering K values
     video_mode: str = "frame"
     device: str = "cpu"
+    save_visuals: int = 0  # prediction pictures of the first N evaluation images (or frames)
+    visuals_dir: str | None = None  # where they go; required when save_visuals > 0
 
 
 def _check(request: EvalRequest) -> None:
@@ -62,13 +67,33 @@ def _check(request: EvalRequest) -> None:
     if is_video != (request.benchmark == "video"):
         kind = "a video" if is_video else "an image"
         raise ValueError(f"--benchmark {request.benchmark} does not run on {kind} dataset")
+    if request.save_visuals < 0 or (request.save_visuals and not request.visuals_dir):
+        raise ValueError("--save-visuals needs N >= 0 and, for N > 0, a folder (visuals_dir)")
 
 
-def run_evaluation(request: EvalRequest) -> dict:
-    """Run one benchmark; returns the JSON-ready result with the wall time of each phase."""
+def check_request(request: EvalRequest) -> None:
+    """Fail fast, before any model is loaded: the benchmark and dataset names, and the layout
+    of every split the request reads (a one-line ValueError or DatasetError)."""
+    _check(request)
+    train_split, val_split = SPLITS[request.dataset]
+    splits = {request.val_split or val_split}
+    if request.benchmark in ("hummingbird", "linear"):
+        splits.add(request.train_split or train_split)
+    for split in sorted(splits):
+        open_dataset(request.dataset, request.data_root, split, max_items=request.max_items)
+
+
+def run_evaluation(request: EvalRequest, backbone: nn.Module | None = None) -> dict:
+    """Run one benchmark; returns the JSON-ready result with the wall time of each phase and
+    ``visuals``, the prediction pictures written (``request.save_visuals``).
+
+    ``backbone``: evaluate this in-memory timm backbone (put in eval mode; ``request.model``
+    then only names it in the result) instead of loading ``request.model``.
+    """
     _check(request)
     started = time.perf_counter()
-    backbone = load_eval_backbone(request.model, request.weights)
+    if backbone is None:
+        backbone = load_eval_backbone(request.model, request.weights)
     features = DenseFeatures(backbone, device=request.device)
     p = features.patch_size
     size = request.input_size or INPUT_SIZES[request.benchmark]
@@ -81,14 +106,17 @@ def run_evaluation(request: EvalRequest) -> dict:
     def load(split: str):
         return open_dataset(request.dataset, request.data_root, split, **options)
 
+    visuals = None
+    if request.save_visuals:
+        visuals = VisualWriter(str(request.visuals_dir), request.save_visuals)
     load_s = time.perf_counter() - started
     if request.benchmark == "video":
         metrics = evaluate_video(
-            load(val_split), features, mode=request.video_mode, input_size=size
+            load(val_split), features, mode=request.video_mode, input_size=size, visuals=visuals
         )
     elif request.benchmark == "overclustering":
         metrics = evaluate_overclustering(
-            load(val_split), features, ks=request.clusters, input_size=size
+            load(val_split), features, ks=request.clusters, input_size=size, visuals=visuals
         )
     else:
         train = load(train_split)
@@ -98,16 +126,17 @@ def run_evaluation(request: EvalRequest) -> dict:
         if request.benchmark == "hummingbird":
             given = {"memory_size": request.memory_size} if request.memory_size else {}
             config = HummingbirdConfig(input_size=size, seed=request.seed, **given)
-            metrics = evaluate_hummingbird(train, val, features, config)
+            metrics = evaluate_hummingbird(train, val, features, config, visuals)
         else:
             fields = {"epochs": request.epochs, "batch": request.batch}
             given = {k: v for k, v in fields.items() if v}
             config = LinearConfig(input_size=size, seed=request.seed, **given)
-            metrics = evaluate_linear(train, val, features, config)
+            metrics = evaluate_linear(train, val, features, config, visuals)
     return {
         "request": asdict(request),
         "input_size": size,
         "metrics": metrics,
+        "visuals": [str(path) for path in visuals.paths] if visuals else [],
         "load_s": load_s,
         "total_s": time.perf_counter() - started,
     }

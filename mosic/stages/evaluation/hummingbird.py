@@ -35,8 +35,10 @@ from torchvision.transforms import InterpolationMode
 from mosic.stages.data import augment
 from mosic.stages.evaluation.datasets.base import SegmentationDataset, SegmentationSample
 from mosic.stages.evaluation.features import DenseFeatures
+from mosic.stages.evaluation.kmeans import cluster_map
 from mosic.stages.evaluation.knn import knn
 from mosic.stages.evaluation.metrics import confusion_matrix, confusion_miou
+from mosic.stages.evaluation.visuals import Visual, VisualSink
 
 View = Callable[[SegmentationSample, np.random.Generator], tuple[torch.Tensor, torch.Tensor]]
 
@@ -76,6 +78,7 @@ def evaluate_hummingbird(
     val: SegmentationDataset,
     features: DenseFeatures,
     config: HummingbirdConfig,
+    visuals: VisualSink | None = None,
 ) -> dict:
     """Build the memory bank from ``train``, label ``val`` by retrieval, score it.
 
@@ -83,6 +86,8 @@ def evaluate_hummingbird(
     (rows), ``bank_bytes`` (features + labels), ``patches_per_view``, and the wall seconds of
     ``build_bank_s`` (augment, extract, sample), ``val_features_s``, ``retrieve_s`` (search and
     label transfer) and ``score_s`` (upsample, argmax, confusion, matching).
+    ``visuals``: receives the first ``visuals.count`` validation images with their transferred
+    labels (input_size x input_size argmax, before the Hungarian matching of the score).
     """
     if config.input_size % features.patch_size:
         raise ValueError(f"input_size {config.input_size} not a multiple of {features.patch_size}")
@@ -90,7 +95,7 @@ def evaluate_hummingbird(
     t0 = time.perf_counter()
     bank, labels, per_view = build_memory(train, features, config, device)
     t1 = time.perf_counter()
-    confusion, times = _label_val(val, features, bank, labels, config)
+    confusion, times = _label_val(val, features, bank, labels, config, visuals)
     t2 = time.perf_counter()
     miou, per_class = confusion_miou(confusion, "hungarian")
     return {
@@ -194,26 +199,34 @@ def _label_val(
     bank: torch.Tensor,
     labels: torch.Tensor,
     config: HummingbirdConfig,
+    visuals: VisualSink | None = None,
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Retrieval labels of every validation image, scored: the (C, C) confusion of predicted
-    against true classes and the seconds spent in features / retrieve / score."""
+    against true classes and the seconds spent in features / retrieve / score; the first
+    ``visuals.count`` images and their labels go to ``visuals``."""
     num_classes = labels.shape[1]
     grid = config.input_size // features.patch_size
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     times = {"features": 0.0, "retrieve": 0.0, "score": 0.0}
     view = partial(val_view, size=config.input_size)
     data = ViewDataset(val, view, config.seed, 0, range(len(val)))
+    seen = 0
     for images, masks in view_loader(data, config.batch, config.workers, drop_last=False):
         t0 = time.perf_counter()
-        feats = features(images).flatten(2).transpose(1, 2).flatten(0, 1)  # (B * N, D)
+        maps = features(images)  # (B, D, g, g)
+        feats = maps.flatten(2).transpose(1, 2).flatten(0, 1)  # (B * N, D)
         t1 = time.perf_counter()
         probs = label_transfer(F.normalize(feats.to(bank.device), dim=1), bank, labels, config)
         probs = probs.view(len(images), grid, grid, num_classes).permute(0, 3, 1, 2)
         t2 = time.perf_counter()
-        for prob, mask in zip(probs, masks, strict=True):
+        for prob, mask, patches in zip(probs, masks, maps, strict=True):
             up = F.interpolate(prob[None], size=mask.shape, mode="bilinear")
             pred = up[0].argmax(0).cpu().numpy()
             confusion += confusion_matrix(pred, mask.numpy(), num_classes, num_classes)
+            if visuals is not None and seen < visuals.count:
+                sample = val[seen]
+                visuals(Visual(sample.name, sample.image, sample.mask, pred, cluster_map(patches)))
+            seen += 1
         t3 = time.perf_counter()
         times["features"] += t1 - t0
         times["retrieve"] += t2 - t1

@@ -205,3 +205,11 @@ def _faiss_kmeans(
         torch.from_numpy(labels[:, 0].astype(np.int64)),
         float(model.obj[-1]),
     )
+
+
+def cluster_map(feats: torch.Tensor, k: int = 5, seed: int = 0) -> np.ndarray:
+    """One image's patch features (D, h, w) -> (h, w) int64 k-means clusters of its
+    standardised patches (at most h * w clusters): the cluster map of the prediction pictures."""
+    flat = feats.flatten(1).T.float().cpu()  # (h * w, D)
+    fit = kmeans(standardize(flat), min(k, len(flat)), iterations=50, restarts=1, seed=seed)
+    return fit.labels.view(feats.shape[1:]).numpy()

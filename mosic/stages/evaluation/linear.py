@@ -37,7 +37,9 @@ from mosic.stages.evaluation.hummingbird import (
     val_view,
     view_loader,
 )
+from mosic.stages.evaluation.kmeans import cluster_map
 from mosic.stages.evaluation.metrics import miou
+from mosic.stages.evaluation.visuals import Visual, VisualSink
 
 
 @dataclass(frozen=True)
@@ -66,12 +68,14 @@ def evaluate_linear(
     val: SegmentationDataset,
     features: DenseFeatures,
     config: LinearConfig,
+    visuals: VisualSink | None = None,
 ) -> dict:
     """Train the head on ``train``, score it on ``val``.
 
     Returns ``miou``, ``per_class_iou`` (list, NaN for classes absent from val), ``final_loss``
     (mean training loss of the last epoch), ``steps``, and the wall seconds ``train_s``
-    (augment, extract, fit), ``predict_s`` and ``score_s``.
+    (augment, extract, fit), ``predict_s`` and ``score_s``. ``visuals``: receives the first
+    ``visuals.count`` validation images with the head's argmax (mask_size x mask_size).
     """
     if config.input_size % features.patch_size:
         raise ValueError(f"input_size {config.input_size} not a multiple of {features.patch_size}")
@@ -81,7 +85,7 @@ def evaluate_linear(
     t0 = time.perf_counter()
     head, loss, steps = train_head(train, features, config, device)
     t1 = time.perf_counter()
-    preds, gts = predict(val, features, head, config)
+    preds, gts = predict(val, features, head, config, visuals)
     t2 = time.perf_counter()
     mean, per_class = miou(preds, gts, train.num_classes)
     return {
@@ -135,11 +139,17 @@ def train_head(
 
 @torch.no_grad()
 def predict(
-    val: SegmentationDataset, features: DenseFeatures, head: nn.Conv2d, config: LinearConfig
+    val: SegmentationDataset,
+    features: DenseFeatures,
+    head: nn.Conv2d,
+    config: LinearConfig,
+    visuals: VisualSink | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predicted and true classes of every validation image at mask_size x mask_size:
-    two (N, mask_size, mask_size) int16 arrays (the truth with IGNORE)."""
+    two (N, mask_size, mask_size) int16 arrays (the truth with IGNORE); the first
+    ``visuals.count`` images and their predictions go to ``visuals``."""
     preds, gts = [], []
+    done = 0  # images predicted so far
     size = (config.mask_size, config.mask_size)
     data = ViewDataset(
         val, partial(val_view, size=config.input_size), config.seed, 0, range(len(val))
@@ -149,6 +159,11 @@ def predict(
         logits = F.interpolate(head(feats), size=size, mode="bilinear")
         preds.append(logits.argmax(1).to(torch.int16).cpu().numpy())
         gts.append(resize_masks(masks, config.mask_size).to(torch.int16).numpy())
+        if visuals is not None:
+            for j in range(min(len(images), visuals.count - done)):
+                sample, pred = val[done + j], preds[-1][j].astype(np.int64)
+                visuals(Visual(sample.name, sample.image, sample.mask, pred, cluster_map(feats[j])))
+        done += len(images)
     return np.concatenate(preds), np.concatenate(gts)
 
 

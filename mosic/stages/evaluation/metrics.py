@@ -126,8 +126,20 @@ def confusion_miou(
 ) -> tuple[float, np.ndarray]:
     """``matched_miou`` from the (P, G) cluster/class confusion alone; clusters that the
     Hungarian matching leaves unmatched predict class ``unmatched`` (-1: no class)."""
+    return mapped_miou(confusion, cluster_classes(confusion, matching, unmatched))
+
+
+def cluster_classes(confusion: np.ndarray, matching: Matching, unmatched: int = -1) -> np.ndarray:
+    """The class each cluster predicts: ``match`` of the (P, G) confusion -> (P,) int64, with
+    ``unmatched`` (-1: no class) for the clusters the Hungarian matching leaves unmatched."""
     mapping = match(confusion, matching)
     mapping[mapping < 0] = unmatched
+    return mapping
+
+
+def mapped_miou(confusion: np.ndarray, mapping: np.ndarray) -> tuple[float, np.ndarray]:
+    """``miou`` of the (P, G) cluster/class confusion when cluster i predicts class
+    ``mapping[i]`` ((P,) int, -1: no class)."""
     counts = np.zeros((confusion.shape[1] + 1, confusion.shape[1]), dtype=np.int64)
     np.add.at(counts, mapping + 1, confusion)
     return _miou_from_counts(counts)

@@ -23,10 +23,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mosic.stages.evaluation.datasets.base import SegmentationDataset
+from mosic.stages.evaluation.datasets.base import SegmentationDataset, SegmentationSample
 from mosic.stages.evaluation.features import DenseFeatures
 from mosic.stages.evaluation.kmeans import kmeans, pca, standardize
-from mosic.stages.evaluation.metrics import matched_miou
+from mosic.stages.evaluation.metrics import cluster_classes, confusion_matrix, mapped_miou
+from mosic.stages.evaluation.visuals import Visual, VisualSink
 
 DEFAULT_OVERCLUSTER_KS = (100, 300, 500)  # evaluated after K = num_classes
 
@@ -67,11 +68,14 @@ def evaluate_overclustering(
     iterations: int = 100,
     restarts: int = 5,
     device: str | torch.device = "cpu",
+    visuals: VisualSink | None = None,
 ) -> dict:
     """Overclustering mIoU of ``features`` on ``dataset``.
 
     ks: the cluster counts, default (num_classes, 100, 300, 500); seeds: one k-means (with
-    ``restarts`` restarts) per seed; device: where k-means runs.
+    ``restarts`` restarts) per seed; device: where k-means runs. visuals: receives the first
+    ``visuals.count`` images with the clusters of the first K and seed (raw at the patch grid,
+    and matched to classes at mask_size x mask_size: unmatched clusters are ``IGNORE``).
     Returns ``{"k": {K: {"miou", "std", "per_seed"}}, "timings_s": {"features", "pca",
     "kmeans": {K: s}, "matching": {K: s}}, "num_images"}``; miou is the mean over seeds, std
     their population standard deviation.
@@ -83,6 +87,7 @@ def evaluate_overclustering(
     side = input_size // features.patch_size
     n = len(dataset)
     timings: dict = {"kmeans": {}, "matching": {}}
+    shown: list[SegmentationSample] = []  # the images drawn in the pictures
 
     start = time.perf_counter()
     patch = torch.empty(n * side * side, features.dim)
@@ -94,6 +99,8 @@ def evaluate_overclustering(
         patch[first * side * side : first * side * side + len(out)] = out
         for j, sample in enumerate(samples):
             masks[first + j] = resize_mask(sample.mask, input_size, mask_size)
+            if visuals is not None and first + j < visuals.count:
+                shown.append(sample)
     timings["features"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -112,8 +119,15 @@ def evaluate_overclustering(
             labels = kmeans(reduced, k, iterations, restarts, seed).labels.cpu()
             timings["kmeans"][k] += time.perf_counter() - start
             start = time.perf_counter()
-            clusters = upsample_labels(labels.view(n, side, side), mask_size).numpy()
-            scores.append(matched_miou(clusters, gt, k, num_classes, matching)[0])
+            grid = labels.view(n, side, side)
+            clusters = upsample_labels(grid, mask_size).numpy()
+            confusion = confusion_matrix(clusters, gt, k, num_classes)
+            mapping = cluster_classes(confusion, matching)
+            scores.append(mapped_miou(confusion, mapping)[0])
+            if visuals is not None and (k, seed) == (ks[0], seeds[0]):
+                for i, sample in enumerate(shown):
+                    pred, raw = mapping[clusters[i]], grid[i].numpy()
+                    visuals(Visual(sample.name, sample.image, sample.mask, pred, raw))
             timings["matching"][k] += time.perf_counter() - start
         results[k] = {
             "miou": float(np.mean(scores)),

@@ -19,10 +19,15 @@ D x 4 bytes, 1.2 GB for DAVIS val's ~2,000 frames with a ViT-S/16 at 224) and th
 
 Object ids are per video (DAVIS's 1, 2, ... name different objects in different videos); in
 ``"dataset"`` mode id j of every video is one class, as in TimeT.
+
+Pictures (``visuals``): ceil(N / clips) annotated frames evenly spaced over each clip (the first
+frame when one), clip after clip until N, each with its unit's matched ids and raw clusters at
+``eval_size``.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from typing import Literal
@@ -31,20 +36,29 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mosic.stages.evaluation.datasets.base import IGNORE, VideoDataset
+from mosic.stages.evaluation.datasets.base import IGNORE, VideoClip, VideoDataset
 from mosic.stages.evaluation.features import DenseFeatures
 from mosic.stages.evaluation.kmeans import assign, kmeans, pca, standardize
-from mosic.stages.evaluation.metrics import Matching, confusion_matrix, confusion_miou
+from mosic.stages.evaluation.metrics import (
+    Matching,
+    cluster_classes,
+    confusion_matrix,
+    mapped_miou,
+)
 from mosic.stages.evaluation.overclustering import resize_image, resize_mask
+from mosic.stages.evaluation.visuals import Visual, VisualSink
 
 Mode = Literal["frame", "clip", "dataset"]
+# A frame drawn in the pictures: (its position among the unit's frames, name, frame (H, W, 3)
+# uint8, mask (H, W) int64).
+Shown = tuple[int, str, np.ndarray, np.ndarray]
 
 
 def _annotated_clips(
     dataset: VideoDataset, features: DenseFeatures, input_size: int, eval_size: int
-) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
-    """Per clip with annotated frames: patch features (T, h, w, D) float32 and masks
-    (T, eval_size, eval_size) int64 of its T annotated frames."""
+) -> Iterator[tuple[VideoClip, np.ndarray, torch.Tensor, np.ndarray]]:
+    """Per clip with annotated frames: the clip, the indices (T,) of its T annotated frames,
+    their patch features (T, h, w, D) float32 and masks (T, eval_size, eval_size) int64."""
     for i in range(len(dataset)):
         clip = dataset[i]
         keep = np.flatnonzero(clip.annotated)
@@ -53,7 +67,19 @@ def _annotated_clips(
         frames = torch.stack([resize_image(clip.frames[t], input_size) for t in keep])
         patch = features(frames).permute(0, 2, 3, 1).contiguous()
         masks = torch.stack([resize_mask(clip.masks[t], input_size, eval_size) for t in keep])
-        yield patch, masks.numpy()
+        yield clip, keep, patch, masks.numpy()
+
+
+def _shown_frames(clip: VideoClip, keep: np.ndarray, count: int) -> list[Shown]:
+    """``count`` of the clip's annotated frames ``keep`` evenly spaced (fewer when it has
+    fewer), positioned among the annotated frames."""
+    if count <= 0:
+        return []
+    positions = np.unique(np.linspace(0, len(keep) - 1, count).round().astype(int))
+    return [
+        (int(p), f"{clip.name}_{keep[p]:05d}", clip.frames[keep[p]], clip.masks[keep[p]])
+        for p in positions
+    ]
 
 
 def _reduce(patch: torch.Tensor, dims: int) -> torch.Tensor:
@@ -74,15 +100,19 @@ def _pixel_clusters(reduced: torch.Tensor, centroids: torch.Tensor, size: int) -
     return torch.stack(out).view(len(reduced), size, size).numpy()
 
 
-def _unit_miou(clusters: np.ndarray, gt: np.ndarray, k: int, matching: Matching) -> float:
+def _unit_miou(
+    clusters: np.ndarray, gt: np.ndarray, k: int, matching: Matching
+) -> tuple[float, np.ndarray]:
     """mIoU of one unit's clusters (T, H, W) against its ids (T, H, W), over the ids present;
-    clusters the matching leaves over predict the background (id 0) as in TimeT."""
+    clusters the matching leaves over predict the background (id 0) as in TimeT. Also returns
+    the (k,) int64 id each cluster predicts (IGNORE: none, when the unit has no background)."""
     valid = gt != IGNORE
     ids = np.unique(gt[valid])
     compact = np.where(valid, np.searchsorted(ids, gt), IGNORE)
     confusion = confusion_matrix(clusters, compact, k, len(ids))
     background = int(np.searchsorted(ids, 0)) if 0 in ids else -1
-    return confusion_miou(confusion, matching, unmatched=background)[0]
+    mapping = cluster_classes(confusion, matching, unmatched=background)
+    return mapped_miou(confusion, mapping)[0], np.where(mapping >= 0, ids[mapping], IGNORE)
 
 
 def evaluate_video(
@@ -97,12 +127,14 @@ def evaluate_video(
     restarts: int = 5,
     seed: int = 1,
     matching: Matching = "hungarian",
+    visuals: VisualSink | None = None,
 ) -> dict:
     """Clustering mIoU of ``features`` on the annotated frames of ``dataset``.
 
     mode: the unit k-means runs on and mIoU is computed over. num_clusters: K per unit (None:
     the number of distinct ground-truth ids in the unit). eval_size: resolution of the scored
-    masks (None: ``input_size`` for frame/clip, 112 for dataset).
+    masks (None: ``input_size`` for frame/clip, 112 for dataset). visuals: receives
+    ``visuals.count`` annotated frames spread over the clips (see the module's docstring).
     Returns ``{"mode", "miou", "num_clips", "num_frames", "num_units", "timings_s":
     {"features", "pca", "kmeans", "matching"}}``.
     """
@@ -115,8 +147,9 @@ def evaluate_video(
     timings = dict.fromkeys(("features", "pca", "kmeans", "matching"), 0.0)
     scores: list[float] = []
 
-    def score(reduced: torch.Tensor, gt: np.ndarray) -> None:
-        """Cluster one unit, (T, h, w, d) features and (T, H, W) ids, and record its mIoU."""
+    def score(reduced: torch.Tensor, gt: np.ndarray, shown: list[Shown]) -> None:
+        """Cluster one unit, (T, h, w, d) features and (T, H, W) ids, record its mIoU and draw
+        its ``shown`` frames."""
         if not (gt != IGNORE).any():
             return
         k = num_clusters or len(np.unique(gt[gt != IGNORE]))
@@ -125,11 +158,18 @@ def evaluate_video(
         clusters = _pixel_clusters(reduced, fit.centroids, eval_size)
         timings["kmeans"] += time.perf_counter() - start
         start = time.perf_counter()
-        scores.append(_unit_miou(clusters, gt, k, matching))
+        miou, ids = _unit_miou(clusters, gt, k, matching)
+        scores.append(miou)
+        if visuals is not None:
+            for t, name, frame, mask in shown:
+                visuals(Visual(name, frame, mask, ids[clusters[t]], clusters[t]))
         timings["matching"] += time.perf_counter() - start
 
+    wanted = visuals.count if visuals is not None else 0
+    per_clip = math.ceil(wanted / max(len(dataset), 1))
     num_clips = num_frames = 0
     kept: list[tuple[torch.Tensor, np.ndarray]] = []
+    kept_shown: list[Shown] = []
     clips = _annotated_clips(dataset, features, input_size, eval_size)
     while True:
         start = time.perf_counter()
@@ -137,20 +177,25 @@ def evaluate_video(
         timings["features"] += time.perf_counter() - start
         if item is None:
             break
-        patch, gt = item
+        clip, keep, patch, gt = item
+        shown = _shown_frames(clip, keep, per_clip)[:wanted]
+        wanted -= len(shown)
         num_clips += 1
         num_frames += len(gt)
         if mode == "dataset":
-            kept.append(item)
+            offset = num_frames - len(gt)
+            kept.append((patch, gt))
+            kept_shown += [(offset + t, *rest) for t, *rest in shown]
             continue
         start = time.perf_counter()
         reduced = _reduce(patch, pca_dims)
         timings["pca"] += time.perf_counter() - start
         if mode == "clip":
-            score(reduced, gt)
+            score(reduced, gt, shown)
         else:
             for t in range(len(gt)):
-                score(reduced[t : t + 1], gt[t : t + 1])
+                here = [(0, *rest) for s, *rest in shown if s == t]
+                score(reduced[t : t + 1], gt[t : t + 1], here)
     if mode == "dataset" and kept:
         start = time.perf_counter()
         patch, gt = torch.cat([p for p, _ in kept]), np.concatenate([g for _, g in kept])
@@ -158,7 +203,7 @@ def evaluate_video(
         reduced = _reduce(patch, pca_dims)
         del patch
         timings["pca"] += time.perf_counter() - start
-        score(reduced, gt)
+        score(reduced, gt, kept_shown)
     return {
         "mode": mode,
         "miou": float(np.mean(scores)) if scores else float("nan"),
