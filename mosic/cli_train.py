@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from click.core import ParameterSource
 from rich.console import Console
 from rich.text import Text
 
 from mosic.pipeline.checkpoint import CheckpointError, resolve_resume
-from mosic.pipeline.train_config import OptimConfig, TrainConfig
+from mosic.pipeline.train_config import OptimConfig, TrainConfig, TrainEvalConfig
 from mosic.stages.data.augment import AugmentConfig
 from mosic.stages.data.clips import ClipConfig
 from mosic.stages.objective import ObjectiveConfig
@@ -30,6 +31,7 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
 
 
 def train_command(
+    ctx: typer.Context,
     store: Annotated[list[Path], typer.Option(help="Track store(s); repeat to mix several.")],
     output: Annotated[Path, typer.Option(help="Run folder: checkpoints, logs.")] = Path(
         "runs/train"
@@ -40,7 +42,19 @@ def train_command(
     backbone: Annotated[str, typer.Option(help="Backbone name (or a timm name).")] = "dinov2-s14",
     weights: Annotated[Path | None, typer.Option(help="Local backbone weights.")] = None,
     pretrained: Annotated[bool, typer.Option(help="timm's own download (network).")] = False,
-    unfreeze_blocks: Annotated[int, typer.Option(help="Trainable last blocks.")] = 2,
+    unfreeze_blocks: Annotated[
+        int, typer.Option(help="Trainable last blocks (not with --lora-rank).")
+    ] = 2,
+    lora_rank: Annotated[
+        int,
+        typer.Option(
+            help="LoRA rank (needs peft): adapters on every block's qkv/proj/fc1/fc2 train "
+            "instead of the last blocks, all base weights frozen; 0: off."
+        ),
+    ] = 0,
+    lora_alpha: Annotated[
+        float | None, typer.Option(help="LoRA alpha (scaling alpha / rank); default: the rank.")
+    ] = None,
     prototypes: Annotated[int, typer.Option(help="Number of prototypes K.")] = 100,
     feature_sampling: Annotated[str, typer.Option(help="nearest or bilinear.")] = "nearest",
     teacher_momentum: Annotated[float, typer.Option(help="EMA momentum of the teacher.")] = 0.99,
@@ -76,11 +90,35 @@ def train_command(
     precision: Annotated[str, typer.Option(help="auto, fp32 or bf16.")] = "auto",
     attention: Annotated[str, typer.Option(help="sdpa or xformers.")] = "sdpa",
     resume: Annotated[str | None, typer.Option(help="auto or a checkpoint path.")] = None,
+    eval_every: Annotated[
+        int, typer.Option(help="Evaluate the student every N steps (rank 0); 0: off.")
+    ] = 0,
+    eval_benchmark: Annotated[
+        str, typer.Option(help="video, hummingbird, linear or overclustering.")
+    ] = "video",
+    eval_dataset: Annotated[
+        str, typer.Option(help="davis, ytvos, voc, ade20k, coco-things or coco-stuff.")
+    ] = "davis",
+    eval_data_root: Annotated[
+        Path | None, typer.Option(help="The evaluation dataset's folder (checked at start).")
+    ] = None,
+    eval_max_items: Annotated[
+        int, typer.Option(help="Evaluate on the first N videos / images of each split.")
+    ] = 8,
+    eval_input_size: Annotated[
+        int | None, typer.Option(help="Evaluation input size; default: the benchmark's.")
+    ] = None,
 ) -> None:
     """Train MoSiC from track stores (stage two; no tracker runs here)."""
     from mosic.pipeline.train import TrainingError, train
 
     try:
+        explicit = ctx.get_parameter_source("unfreeze_blocks") != ParameterSource.DEFAULT
+        if lora_rank and explicit:
+            raise ValueError(
+                "--unfreeze-blocks and --lora-rank exclude each other: LoRA adapts every block "
+                "and freezes all base weights"
+            )
         low, high = _floats(crop_scale)
         cfg = TrainConfig(
             stores=tuple(str(s) for s in store),
@@ -90,6 +128,8 @@ def train_command(
             weights=str(weights) if weights else None,
             pretrained=pretrained,
             unfreeze_blocks=unfreeze_blocks,
+            lora_rank=lora_rank,
+            lora_alpha=lora_alpha,
             prototypes=prototypes,
             feature_sampling=feature_sampling,
             teacher_momentum=teacher_momentum,
@@ -120,6 +160,14 @@ def train_command(
                 static_points=static_points,
             ),
             optim=OptimConfig(lr_head, lr_backbone, weight_decay, warmup_steps, grad_clip),
+            evaluation=TrainEvalConfig(
+                every=eval_every,
+                benchmark=eval_benchmark,
+                dataset=eval_dataset,
+                data_root=str(eval_data_root) if eval_data_root else None,
+                max_items=eval_max_items,
+                input_size=eval_input_size,
+            ),
         )
         if cfg.store_weights and len(cfg.store_weights) != len(cfg.stores):
             raise ValueError("--store-weights needs one weight per --store")

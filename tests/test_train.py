@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import timm
@@ -25,9 +26,8 @@ from mosic.stages.synthetic import make_video, write_video_file
 from mosic.store_schema import TrackStore
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
+def make_store(root: Path) -> Path:
+    """A track store of 8 generated 128x96 videos (30 frames) in ``root``; returns its path."""
     for i in range(8):
         video = make_video(i, num_frames=30, height=96, width=128)
         write_video_file(video, root / "videos" / f"v{i}.mp4")
@@ -53,6 +53,11 @@ def store(tmp_path_factory):
     )
     assert result.exit_code == 0, result.output
     return path
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("train"))
 
 
 def config(store, output, **changes) -> TrainConfig:

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from mosic.pipeline.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mosic.pipeline.train_config import TrainConfig
+from mosic.pipeline.train_eval import TrainEvaluator
 from mosic.pipeline.train_step import (
     NonFiniteLoss,
     TrainStep,
@@ -91,6 +92,7 @@ def train(
         raise TrainingError(
             f"--batch-size {cfg.batch_size} does not split over {job.world_size} ranks"
         )
+    evaluator = TrainEvaluator(cfg.evaluation, device)  # checks the eval data before any work
     torch.manual_seed(cfg.seed)
     if device.type == "cpu":  # leave a core to each DataLoader worker
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - cfg.loader_workers))
@@ -156,6 +158,11 @@ def train(
             step += 1
             losses.append(loss)
             record = _record(step, epoch, loss, scheduler, stats, data_wait, waited, cfg)
+            if evaluator.due(step):  # rank 0 evaluates while the others wait
+                if job.main:
+                    record.update(evaluator(student.backbone, step))
+                if job.world_size > 1:
+                    dist.barrier()
             if log:
                 log.step(record)
             if on_step:
@@ -215,6 +222,10 @@ def _restore(path, cfg, student, teacher, optimizer, scheduler, device) -> int:
             f"{path}: trained with backbone {saved.get('backbone')!r} and "
             f"{saved.get('prototypes')} prototypes, not {cfg.backbone!r} and {cfg.prototypes}"
         )
+    if saved.get("lora_rank", 0) != cfg.lora_rank:
+        raise CheckpointError(
+            f"{path}: trained with --lora-rank {saved.get('lora_rank', 0)}, not {cfg.lora_rank}"
+        )
     student.load_state_dict(state["student"])
     teacher.load_state_dict(state["teacher"])
     optimizer.load_state_dict(state["optimizer"])
@@ -256,12 +267,14 @@ class _Logger:
         self.progress.start()
 
     def step(self, record: dict) -> None:
+        """Log one step's record; TensorBoard gets every ``log_every``-th and every evaluation."""
         self.jsonl.write(json.dumps(record) + "\n")
-        if record["step"] % self.every == 0:
+        due = record["step"] % self.every == 0
+        for name, value in record.items():
+            if name not in ("step", "epoch") and (due or name.startswith("eval/")):
+                self.tensorboard.add_scalar(name, value, record["step"])
+        if due or any(name.startswith("eval/") for name in record):
             self.jsonl.flush()
-            for name, value in record.items():
-                if name not in ("step", "epoch"):
-                    self.tensorboard.add_scalar(name, value, record["step"])
         self.progress.update(
             self.task,
             completed=record["step"],

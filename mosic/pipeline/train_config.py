@@ -21,6 +21,19 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class TrainEvalConfig:
+    """A quick evaluation of the student backbone every ``every`` steps (0: never), through
+    ``mosic evaluate``'s code on the first ``max_items`` items of the dataset."""
+
+    every: int = 0
+    benchmark: str = "video"  # or hummingbird, linear, overclustering
+    dataset: str = "davis"
+    data_root: str | None = None
+    max_items: int | None = 8
+    input_size: int | None = None  # None: the benchmark protocol's own
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """A training run. Defaults follow the paper's setup (8 epochs, global batch 64 clips)."""
 
@@ -30,7 +43,9 @@ class TrainConfig:
     backbone: str = "dinov2-s14"
     weights: str | None = None
     pretrained: bool = False
-    unfreeze_blocks: int = 2
+    unfreeze_blocks: int = 2  # ignored with LoRA (lora_rank > 0): every base weight is frozen
+    lora_rank: int = 0  # > 0: LoRA adapters on every block instead of unfreezing blocks
+    lora_alpha: float | None = None  # None: lora_rank (adapter scaling 1)
     prototypes: int = 100
     feature_sampling: str = "nearest"
     teacher_momentum: float = 0.99
@@ -48,6 +63,7 @@ class TrainConfig:
     clip: ClipConfig = field(default_factory=ClipConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    evaluation: TrainEvalConfig = field(default_factory=TrainEvalConfig)
 
     def to_dict(self) -> dict:
         """Plain data (lists, numbers, strings) for checkpoints and logs."""
@@ -55,7 +71,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
-        """The inverse of ``to_dict``."""
+        """The inverse of ``to_dict`` (settings added since a checkpoint was written get
+        their defaults)."""
         data = dict(data)
         clip = dict(data.pop("clip"))
         augment = AugmentConfig(**_tuples(clip.pop("augment")))
@@ -63,6 +80,7 @@ class TrainConfig:
             "clip": ClipConfig(augment=augment, **clip),
             "objective": ObjectiveConfig(**data.pop("objective")),
             "optim": OptimConfig(**data.pop("optim")),
+            "evaluation": TrainEvalConfig(**data.pop("evaluation", {})),
         }
         return cls(**_tuples(data), **nested)
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from mosic.pipeline.train_config import TrainConfig
 from mosic.stages.model.backbone import create_backbone, unfreeze_last_blocks
+from mosic.stages.model.lora import add_lora
 from mosic.stages.model.network import MoSiCNetwork, ema_update
 from mosic.stages.objective import MoSiCObjective, StepStats
 
@@ -24,14 +25,18 @@ class NonFiniteLoss(FloatingPointError):
 
 
 def build_student(cfg: TrainConfig) -> MoSiCNetwork:
-    """The student network with only the last ``unfreeze_blocks`` blocks trainable."""
+    """The student network: its backbone's last ``unfreeze_blocks`` blocks trainable, or, with
+    ``lora_rank`` > 0, only LoRA adapters on every block (all base weights frozen)."""
     backbone = create_backbone(
         cfg.backbone,
         weights=cfg.weights,
         pretrained=cfg.pretrained,
         img_size=cfg.clip.augment.input_size,
     )
-    unfreeze_last_blocks(backbone, cfg.unfreeze_blocks)
+    if cfg.lora_rank:
+        add_lora(backbone, cfg.lora_rank, cfg.lora_alpha)
+    else:
+        unfreeze_last_blocks(backbone, cfg.unfreeze_blocks)
     student = MoSiCNetwork(backbone, cfg.prototypes, sampling=cfg.feature_sampling)
     if cfg.attention == "xformers":
         from mosic.stages.model.attention import use_xformers

@@ -1,6 +1,6 @@
 """The models the evaluation accepts, all through one code path to a timm backbone.
 
-- a mosic training checkpoint (``.pt``): its student backbone;
+- a mosic training checkpoint (``.pt``): its student backbone (LoRA adapters merged);
 - a mosic export (``.safetensors`` written by ``mosic export``);
 - a backbone name (registered or timm) with ``--weights PATH``: a timm state dict, or one of
   the paper's released MoSiC checkpoints, whose keys carry two extra leading components (the
@@ -17,6 +17,7 @@ from torch import nn
 
 from mosic.pipeline.checkpoint import load_checkpoint
 from mosic.stages.model.backbone import create_backbone, fit_state_dict, load_state_dict
+from mosic.stages.model.network import student_backbone_state
 
 
 def strip_paper_prefix(state: dict[str, torch.Tensor], expected: set[str]) -> dict:
@@ -36,10 +37,7 @@ def load_eval_backbone(model: str, weights: str | None = None, img_size: int = 2
         state = load_checkpoint(path)
         name = state["config"]["backbone"]
         backbone = create_backbone(name, img_size=img_size)
-        prefix = "backbone."
-        weights_dict = {
-            k[len(prefix) :]: v for k, v in state["student"].items() if k.startswith(prefix)
-        }
+        weights_dict = student_backbone_state(state)
         backbone.load_state_dict(fit_state_dict(weights_dict, backbone), strict=True)
     elif path.suffix == ".safetensors" and path.is_file():
         with safe_open(str(path), framework="pt") as handle:

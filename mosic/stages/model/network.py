@@ -9,6 +9,7 @@ from torch import nn
 
 from mosic.stages.model.backbone import patch_tokens
 from mosic.stages.model.head import ProjectionHead, Prototypes
+from mosic.stages.model.lora import merge_lora
 from mosic.stages.model.sampling import sample_features
 
 
@@ -48,3 +49,17 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     """teacher <- momentum * teacher + (1 - momentum) * student, parameter by parameter."""
     for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
         t.mul_(momentum).add_(s.detach(), alpha=1 - momentum)
+
+
+def student_backbone_state(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """The student backbone of a loaded training checkpoint, named as the plain timm model
+    names it: the ``backbone.`` entries of ``checkpoint["student"]``, with the LoRA adapters of
+    a ``--lora-rank`` run merged into the base weights."""
+    prefix = "backbone."
+    weights = {
+        k[len(prefix) :]: v for k, v in checkpoint["student"].items() if k.startswith(prefix)
+    }
+    config = checkpoint["config"]
+    if config.get("lora_rank"):
+        weights = merge_lora(weights, config["lora_rank"], config.get("lora_alpha"))
+    return weights
