@@ -9,7 +9,13 @@ import pytest
 import torch
 import zarr
 
-from mosic.stages.data import AugmentConfig, ClipBatchSampler, ClipConfig, ClipDataset
+from mosic.stages.data import (
+    AugmentConfig,
+    ClipBatchSampler,
+    ClipConfig,
+    ClipDataset,
+    EpochBatches,
+)
 from mosic.stages.data.augment import augment_clip
 from mosic.store_schema import TrackStore, VideoData, VideoMeta
 from mosic.store_schema.rows import RowArray
@@ -112,6 +118,22 @@ def test_batches_do_not_depend_on_the_number_of_workers(store, tmp_path):
             assert torch.equal(a[key], b[key]), key
     other_epoch = batches(dataset, 2, epoch=3)
     assert not torch.equal(single[0]["frames"], other_epoch[0]["frames"])
+
+
+def test_persistent_workers_follow_the_epochs_through_the_items(store):
+    dataset = ClipDataset([store], CONFIG, seed=5)
+    sampler = ClipBatchSampler(dataset, batch_size=2, seed=3)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=EpochBatches(sampler), num_workers=2, persistent_workers=True
+    )
+    for epoch in (0, 1, 2):
+        sampler.set_epoch(epoch)
+        persistent = list(loader)
+        fresh = batches(dataset, 0, epoch=epoch)
+        assert len(persistent) == len(fresh) > 0
+        for a, b in zip(persistent, fresh, strict=True):
+            for key in a:
+                assert torch.equal(a[key], b[key]), (epoch, key)
 
 
 def test_clear_one_line_errors_name_the_store(store, tmp_path):

@@ -29,7 +29,7 @@ from mosic.pipeline.train_step import (
     param_groups,
 )
 from mosic.stages.data.clips import ClipDataset
-from mosic.stages.data.sampler import ClipBatchSampler
+from mosic.stages.data.sampler import ClipBatchSampler, EpochBatches
 from mosic.stages.model.network import MoSiCNetwork, make_teacher
 from mosic.stages.objective import StepStats
 
@@ -127,8 +127,9 @@ def train(
     )
     loader = DataLoader(
         dataset,
-        batch_sampler=sampler,
-        num_workers=cfg.loader_workers,
+        batch_sampler=EpochBatches(sampler),  # the epoch travels with each item, so
+        num_workers=cfg.loader_workers,  # the workers are started once, not every epoch
+        persistent_workers=cfg.loader_workers > 0,
         pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(cfg.seed),  # leaves the global RNG alone
     )

@@ -2,6 +2,13 @@
 
 from mosic.stages.data.augment import AugmentConfig, augment_clip
 from mosic.stages.data.clips import ClipConfig, ClipDataset
-from mosic.stages.data.sampler import ClipBatchSampler
+from mosic.stages.data.sampler import ClipBatchSampler, EpochBatches
 
-__all__ = ["AugmentConfig", "ClipBatchSampler", "ClipConfig", "ClipDataset", "augment_clip"]
+__all__ = [
+    "AugmentConfig",
+    "ClipBatchSampler",
+    "ClipConfig",
+    "ClipDataset",
+    "EpochBatches",
+    "augment_clip",
+]

@@ -59,8 +59,9 @@ def channels_first(frames: np.ndarray) -> np.ndarray:
 class ClipDataset(torch.utils.data.Dataset):
     """Training clips from track stores; item ``i`` is one random clip of video ``i``.
 
-    Do not use ``persistent_workers=True`` in a DataLoader: ``set_epoch`` must reach the
-    workers, which a fresh fork per epoch guarantees.
+    An item is ``i`` (at the epoch of ``set_epoch``) or an ``(epoch, i)`` pair: DataLoader
+    workers that persist across epochs never see ``set_epoch``, so a loader with
+    ``persistent_workers=True`` takes its batches from ``EpochBatches``, which names the epoch.
     """
 
     def __init__(self, stores: list[str | Path], config: ClipConfig, seed: int = 0):
@@ -127,8 +128,8 @@ class ClipDataset(torch.utils.data.Dataset):
         """Draw other clips and augmentations: randomness is seeded by (seed, epoch, item)."""
         self.epoch = epoch
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        """One augmented clip of video ``i``.
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        """One augmented clip of video ``i``; ``item`` is ``i`` or ``(epoch, i)``.
 
         With ``rng = np.random.default_rng((seed, epoch, i))``: the query set is
         ``rng.integers(usable[i])``, then ``augment_clip(..., rng)`` on its clip.
@@ -136,7 +137,8 @@ class ClipDataset(torch.utils.data.Dataset):
         visible (F, N) bool and index () int64 (= i).
         """
         config = self.config
-        rng = np.random.default_rng((self.seed, self.epoch, i))
+        epoch, i = item if isinstance(item, tuple) else (self.epoch, item)
+        rng = np.random.default_rng((self.seed, epoch, i))
         frames, positions, visible = augment_clip(
             *self.read_clip(i, int(rng.integers(self.usable[i]))), config.augment, rng
         )

@@ -77,3 +77,21 @@ class ClipBatchSampler(torch.utils.data.Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         skip, self.start_batch = self.start_batch, 0
         return iter(self.batches()[skip:].tolist())
+
+
+class EpochBatches(torch.utils.data.Sampler[list[tuple[int, int]]]):
+    """A ``ClipBatchSampler``'s batches with the epoch in every item: ``(epoch, i)``.
+
+    ``ClipDataset`` reads the epoch from the item, so DataLoader workers can persist across
+    epochs (``persistent_workers=True``) instead of being forked again for each one.
+    """
+
+    def __init__(self, sampler: ClipBatchSampler):
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch = self.sampler.epoch
+        return ([(epoch, i) for i in batch] for batch in self.sampler)
