@@ -131,6 +131,7 @@ def loader_run(cfg: TrainConfig, store: Path, out: Path, steps: int) -> dict:
         "clips_per_s": sum(r["clips_per_s"] for r in timed) / len(timed),
         "data_wait_fraction": sum(r["data_wait_fraction"] for r in timed) / len(timed),
         "max_data_wait_fraction": max(r["data_wait_fraction"] for r in timed),
+        "data_wait_per_step": [round(r["data_wait_fraction"], 3) for r in records],
     }
 
 
