@@ -125,11 +125,11 @@ def train(
         store_weights=list(cfg.store_weights) if cfg.store_weights else None,
         start_batch=step % steps_per_epoch,
     )
+    epochs = range(step // steps_per_epoch, (total_steps - 1) // steps_per_epoch + 1)
     loader = DataLoader(
         dataset,
-        batch_sampler=EpochBatches(sampler),  # the epoch travels with each item, so
-        num_workers=cfg.loader_workers,  # the workers are started once, not every epoch
-        persistent_workers=cfg.loader_workers > 0,
+        batch_sampler=EpochBatches(sampler, epochs),  # one stream: no stall at an epoch's end
+        num_workers=cfg.loader_workers,
         pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(cfg.seed),  # leaves the global RNG alone
     )
@@ -142,38 +142,35 @@ def train(
     losses: list[float] = []
     last_good = resume
 
-    epoch = step // steps_per_epoch
-    while step < total_steps:
-        sampler.set_epoch(epoch)
+    waited = time.perf_counter()
+    for batch in loader:
+        data_wait = time.perf_counter() - waited
+        epoch = step // steps_per_epoch
+        frames = batch["frames"].to(device, non_blocking=True)
+        positions = batch["positions"].to(device, non_blocking=True)
+        visible = batch["visible"].to(device, non_blocking=True)
+        try:
+            loss, stats = train_step(frames, positions, visible)
+        except NonFiniteLoss as exc:
+            where = f"last good checkpoint: {last_good}" if last_good else "no checkpoint yet"
+            raise TrainingError(f"{exc} at step {step + 1}; stopped ({where})") from None
+        step += 1
+        losses.append(loss)
+        record = _record(step, epoch, loss, scheduler, stats, data_wait, waited, cfg)
+        if evaluator.due(step):  # rank 0 evaluates while the others wait
+            if job.main:
+                record.update(evaluator(student.backbone, step))
+            if job.world_size > 1:
+                dist.barrier()
+        if log:
+            log.step(record)
+        if on_step:
+            on_step(record)
+        if step % cfg.checkpoint_every == 0 or step == total_steps:
+            last_good = _save(cfg, job, student, teacher, optimizer, scheduler, step)
         waited = time.perf_counter()
-        for batch in loader:
-            data_wait = time.perf_counter() - waited
-            frames = batch["frames"].to(device, non_blocking=True)
-            positions = batch["positions"].to(device, non_blocking=True)
-            visible = batch["visible"].to(device, non_blocking=True)
-            try:
-                loss, stats = train_step(frames, positions, visible)
-            except NonFiniteLoss as exc:
-                where = f"last good checkpoint: {last_good}" if last_good else "no checkpoint yet"
-                raise TrainingError(f"{exc} at step {step + 1}; stopped ({where})") from None
-            step += 1
-            losses.append(loss)
-            record = _record(step, epoch, loss, scheduler, stats, data_wait, waited, cfg)
-            if evaluator.due(step):  # rank 0 evaluates while the others wait
-                if job.main:
-                    record.update(evaluator(student.backbone, step))
-                if job.world_size > 1:
-                    dist.barrier()
-            if log:
-                log.step(record)
-            if on_step:
-                on_step(record)
-            if step % cfg.checkpoint_every == 0 or step == total_steps:
-                last_good = _save(cfg, job, student, teacher, optimizer, scheduler, step)
-            waited = time.perf_counter()
-            if step >= total_steps:
-                break
-        epoch += 1
+        if step >= total_steps:
+            break
     if log:
         log.close()
     if job.world_size > 1:

@@ -60,8 +60,8 @@ class ClipDataset(torch.utils.data.Dataset):
     """Training clips from track stores; item ``i`` is one random clip of video ``i``.
 
     An item is ``i`` (at the epoch of ``set_epoch``) or an ``(epoch, i)`` pair: DataLoader
-    workers that persist across epochs never see ``set_epoch``, so a loader with
-    ``persistent_workers=True`` takes its batches from ``EpochBatches``, which names the epoch.
+    workers never see a ``set_epoch`` made after they started, so a loader that runs through
+    several epochs takes its batches from ``EpochBatches``, which names the epoch.
     """
 
     def __init__(self, stores: list[str | Path], config: ClipConfig, seed: int = 0):

@@ -80,18 +80,23 @@ class ClipBatchSampler(torch.utils.data.Sampler[list[int]]):
 
 
 class EpochBatches(torch.utils.data.Sampler[list[tuple[int, int]]]):
-    """A ``ClipBatchSampler``'s batches with the epoch in every item: ``(epoch, i)``.
+    """The batches of several epochs of a ``ClipBatchSampler`` as one stream, every item
+    tagged with its epoch: ``(epoch, i)``.
 
-    ``ClipDataset`` reads the epoch from the item, so DataLoader workers can persist across
-    epochs (``persistent_workers=True``) instead of being forked again for each one.
+    One DataLoader iterator then runs through all the epochs: its workers start once and keep
+    prefetching across the end of an epoch, and ``ClipDataset`` reads the epoch from the item.
     """
 
-    def __init__(self, sampler: ClipBatchSampler):
+    def __init__(self, sampler: ClipBatchSampler, epochs: range):
         self.sampler = sampler
+        self.epochs = epochs
+        self.length = len(sampler) * len(epochs) - (sampler.start_batch if epochs else 0)
 
     def __len__(self) -> int:
-        return len(self.sampler)
+        return self.length
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        epoch = self.sampler.epoch
-        return ([(epoch, i) for i in batch] for batch in self.sampler)
+        for epoch in self.epochs:
+            self.sampler.set_epoch(epoch)
+            for batch in self.sampler:
+                yield [(epoch, i) for i in batch]
