@@ -83,6 +83,21 @@ def test_items_equal_the_stores_clip_reader_then_augment(store):
     assert len({q for _, q in seen}) > 1  # several query sets were drawn
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "float16", "bool"])
+def test_row_writer_writes_what_zarr_reads(tmp_path, dtype):
+    rng = np.random.default_rng(0)
+    data = (rng.random((70, 5, 3)) * 200).astype(dtype)  # a partial second shard
+    zarr.create_array(
+        tmp_path / "a", shape=data.shape, dtype=dtype, chunks=(1, 5, 3), shards=(64, 5, 3),
+        compressors=zarr.codecs.ZstdCodec(level=3), fill_value=0,
+    )  # fmt: skip
+    RowArray.open(tmp_path / "a").write(data)
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "a", mode="r")[:], data)
+    assert sorted(p.name for p in (tmp_path / "a" / "c").iterdir()) == ["0", "1"]  # 2 shards
+    with pytest.raises(ValueError, match="data of shape"):
+        RowArray.open(tmp_path / "a").write(data[:3])
+
+
 def test_row_reader_equals_zarr_including_unwritten_chunks(tmp_path):
     path = make_store(tmp_path / "s.zarr", [70])
     frames = zarr.open_array(path / "videos/v0/frames", mode="r+")

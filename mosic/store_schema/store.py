@@ -20,7 +20,7 @@ import zarr
 from zarr.core.sync import sync
 
 from mosic.store_schema import layout
-from mosic.store_schema.rows import read_clip_rows
+from mosic.store_schema.rows import RowArray, read_clip_rows
 
 
 class StoreError(Exception):
@@ -259,7 +259,7 @@ class TrackStore:
             shards=(min(t, layout.FRAMES_PER_SHARD), h, w, 3),
             compressors=codec,
         )
-        frames[:] = data.frames
+        RowArray.open(self.path / frames.path).write(data.frames)
         group.create_array("query_frames", data=data.query_frames.astype(np.int32))
         track_arrays = {
             "positions": (data.positions, layout.POSITION_DTYPE, float("nan")),
@@ -278,7 +278,7 @@ class TrackStore:
                 compressors=codec,
                 fill_value=fill,
             )
-            array[:] = values.astype(dtype)
+            RowArray.open(self.path / array.path).write(values)
         meta = asdict(data.meta)
         meta.update(num_frames=t, size=[h, w], num_query_sets=q, horizon=horizon, num_points=n)
         meta[layout.COMPLETE_ATTR] = True
