@@ -101,7 +101,14 @@ def dask_client(config: ClusterConfig) -> Iterator[Client]:
         with Client(config.scheduler) as client:
             yield client
         return
-    with dask.config.set({"distributed.scheduler.allowed-failures": WORKER_DEATHS_ALLOWED}):
+    settings = {
+        "distributed.scheduler.allowed-failures": WORKER_DEATHS_ALLOWED,
+        # Dask's default MALLOC_TRIM_THRESHOLD_ turns off glibc's adaptive mmap threshold: every
+        # large temporary array of the tracker is then mapped and unmapped afresh.
+        "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+        "distributed.worker.profile.enabled": False,  # samples every stack each 10 ms
+    }
+    with dask.config.set(settings):
         scheduler = {"cls": Scheduler, "options": {"dashboard_address": config.dashboard}}
         with (
             SpecCluster(
