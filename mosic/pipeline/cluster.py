@@ -101,19 +101,22 @@ def dask_client(config: ClusterConfig) -> Iterator[Client]:
         with Client(config.scheduler) as client:
             yield client
         return
+    specs = worker_specs(config)
     settings = {
         "distributed.scheduler.allowed-failures": WORKER_DEATHS_ALLOWED,
         # Dask's default MALLOC_TRIM_THRESHOLD_ turns off glibc's adaptive mmap threshold: every
         # large temporary array of the tracker is then mapped and unmapped afresh.
         "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
         "distributed.worker.profile.enabled": False,  # samples every stack each 10 ms
+        # Workers on spare cores (one per GPU) decode and write in an I/O child process; where
+        # trackers fill every core, a thread of each worker does (daemonic workers have no
+        # children), which measured as fast and costs no process.
+        "distributed.worker.daemon": len(specs) >= (os.cpu_count() or 1),
     }
     with dask.config.set(settings):
         scheduler = {"cls": Scheduler, "options": {"dashboard_address": config.dashboard}}
         with (
-            SpecCluster(
-                workers=worker_specs(config), scheduler=scheduler, silence_logs=logging.ERROR
-            ) as cluster,
+            SpecCluster(workers=specs, scheduler=scheduler, silence_logs=logging.ERROR) as cluster,
             Client(cluster) as client,
         ):
             yield client

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
 
+import cv2
+import numpy as np
+
+from mosic.pipeline.io_process import IO, decode
 from mosic.stages.queries import grid_points, query_frames, track_query_sets
 from mosic.stages.trackers import build_tracker
 from mosic.stages.trackers.base import Tracker
-from mosic.stages.video_io import DecodedVideo, SizeSpec, VideoError, VideoSource, read_video
+from mosic.stages.video_io import DecodedVideo, SizeSpec, VideoError, VideoSource
 from mosic.store_schema import (
     Failure,
     TrackStore,
@@ -94,23 +99,6 @@ def _one_line(exc: BaseException) -> str:
     return text if isinstance(exc, OSError) else f"{type(exc).__name__}: {text}"
 
 
-def decode(source: VideoSource, config: ExtractConfig) -> DecodedVideo:
-    """Decode one source at storage size; VideoError if unusable or too short for one clip."""
-    video = read_video(
-        source,
-        SizeSpec.parse(config.size),
-        frame_stride=config.frame_stride,
-        max_frames=config.max_frames,
-    )
-    if len(video.frames) < config.horizon:
-        raise VideoError(
-            source.path,
-            f"{len(video.frames)} frames after stride {config.frame_stride}; "
-            f"one clip needs {config.horizon}",
-        )
-    return video
-
-
 def track(
     key: str, source: VideoSource, video: DecodedVideo, config: ExtractConfig, tracker: Tracker
 ) -> tuple[VideoData, float] | VideoOutcome:
@@ -165,49 +153,85 @@ def failed(key: str, source: VideoSource, stage: str, why: BaseException | str) 
     )
 
 
+_KEPT: dict[str, np.ndarray] = {}  # in the I/O child: decoded frames awaiting their tracks
+_STORES: dict[str, TrackStore] = {}  # in the I/O child: stores it writes to
+
+
+def _decode_and_keep(source: VideoSource, *options) -> DecodedVideo:
+    """In the I/O child: decode a video (``decode``'s options) and keep its frames to write."""
+    video = decode(source, *options)
+    _KEPT[str(source.path)] = video.frames
+    return video
+
+
+def _forget(source: VideoSource) -> None:
+    """In the I/O child: drop the kept frames of a video that will not be written."""
+    _KEPT.pop(str(source.path), None)
+
+
+def _write_kept(
+    store_path: str, key: str, source: VideoSource, data: VideoData, track_seconds: float
+) -> VideoOutcome:
+    """In the I/O child: write a tracked video, its frames being the ones kept at decoding."""
+    if store_path not in _STORES:
+        _STORES[store_path] = TrackStore.open(store_path, mode="r+")
+    frames = _KEPT.pop(str(source.path), None)
+    if frames is None:  # decoded by an I/O child that has died since
+        return failed(key, source, "write", "the I/O process died before writing it")
+    data = replace(data, frames=frames)
+    return store_video(key, source, data, track_seconds, _STORES[store_path])
+
+
 def extract_batch(
     items: Batch,
     store: TrackStore,
     config: ExtractConfig,
     tracker: Tracker,
 ) -> Iterator[VideoOutcome]:
-    """Extract videos one after another: the next video is decoded and the previous one
-    written while the current one is tracked."""
-    with (
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as decoder,
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer,
-    ):
-        ahead = [decoder.submit(decode, source, config) for source, _ in items[:1]]
-        writing: list[tuple[Future, float]] = []
-        for i, (source, key) in enumerate(items):
-            if i + 1 < len(items):
-                ahead.append(decoder.submit(decode, items[i + 1][0], config))
-            started = time.perf_counter()
-            error = ahead[i].exception()  # waits for the decode
-            decode_wait = time.perf_counter() - started
-            if error is None:
-                tracked = track(key, source, ahead[i].result(), config, tracker)
-            else:  # a bad video must not stop the run
-                tracked = failed(key, source, "decode", error)
-            ahead[i] = None  # release the frames as soon as they are tracked
-            if isinstance(tracked, VideoOutcome):  # through the writer too, to keep the order
-                pending = writer.submit(_unchanged, tracked)
-            else:
-                pending = writer.submit(store_video, key, source, *tracked, store)
-            if writing:
-                yield _finished(*writing.pop())
-            writing.append((pending, decode_wait))
-        while writing:
-            yield _finished(*writing.pop())
+    """Extract videos one after another; this process's I/O child (``mosic.pipeline.io_process``)
+    decodes the next video and writes the previous one while the current one is tracked."""
+    options = (config.size, config.frame_stride, config.max_frames, config.horizon)
+    ahead = [IO.retried(_decode_and_keep, source, *options) for source, _ in items[:1]]
+    writing: list[tuple[Future | VideoOutcome, float, str, VideoSource]] = []
+    for i, (source, key) in enumerate(items):
+        if i + 1 < len(items):
+            ahead.append(IO.retried(_decode_and_keep, items[i + 1][0], *options))
+        started = time.perf_counter()
+        video = ahead[i].result()  # waits for the decode
+        decode_wait = time.perf_counter() - started
+        ahead[i] = None
+        if isinstance(video, DecodedVideo):
+            tracked = track(key, source, video, config, tracker)
+        else:  # a bad video must not stop the run
+            tracked = failed(key, source, "decode", video)
+        if isinstance(tracked, VideoOutcome):
+            if isinstance(video, DecodedVideo):
+                IO.submit(_forget, source)
+            pending: Future | VideoOutcome = tracked
+        else:
+            data, seconds = tracked
+            without_frames = replace(data, frames=data.frames[:0])  # the child has them
+            pending = IO.submit(_write_kept, str(store.path), key, source, without_frames, seconds)
+        if writing:
+            yield _finished(store, *writing.pop())
+        writing.append((pending, decode_wait, key, source))
+    while writing:
+        yield _finished(store, *writing.pop())
 
 
-def _unchanged(outcome: VideoOutcome) -> VideoOutcome:
-    return outcome
-
-
-def _finished(pending: Future, decode_wait: float) -> VideoOutcome:
+def _finished(
+    store: TrackStore, pending: Future | VideoOutcome, decode_wait: float, key: str,
+    source: VideoSource,
+) -> VideoOutcome:  # fmt: skip
     """A written (or failed) video's outcome, its decode wait counted as busy time."""
-    outcome = pending.result()
+    if isinstance(pending, VideoOutcome):
+        outcome = pending
+    else:
+        try:
+            outcome = pending.result()
+        except BrokenProcessPool:  # the child died mid-write: its group is partial
+            store.discard_video(key)
+            outcome = failed(key, source, "write", "the I/O process died while writing it")
     return replace(outcome, busy_seconds=outcome.busy_seconds + decode_wait)
 
 
@@ -266,6 +290,7 @@ class InProcessRunner:
 
     def __init__(self, store: TrackStore, config: ExtractConfig, tracker: Tracker):
         self.store, self.config, self.tracker = store, config, tracker
+        cv2.setNumThreads(1)  # OpenCV's pool does not speed the tracker up, it only spins
 
     def __call__(self, batches: list[Batch]) -> Iterator[VideoOutcome]:
         items = [item for batch in batches for item in batch]

@@ -39,6 +39,10 @@ class VideoError(Exception):
         self.reason = " ".join(reason.split())
         super().__init__(f"{path}: {self.reason}")
 
+    def __reduce__(self) -> tuple:
+        """Pickled with its own arguments (it crosses from the I/O child process)."""
+        return type(self), (self.path, self.reason)
+
 
 @dataclass(frozen=True)
 class VideoSource:
