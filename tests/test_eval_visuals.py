@@ -29,6 +29,7 @@ from mosic.stages.model.backbone import create_backbone
 from mosic.stages.synthetic import make_video
 from mosic.stages.synthetic_datasets import write_davis, write_voc
 from tests.test_eval_clustering import LabelFeatures, fake_segmentation, fake_videos
+from tests.test_evaluate_cli import RUNS  # the same small runs of each benchmark
 
 HEIGHT, WIDTH = 48, 64  # of the generated images: the panels keep it
 
@@ -86,12 +87,6 @@ def data(tmp_path_factory) -> Path:
     return root
 
 
-RUNS = {
-    "hummingbird": ["--dataset", "voc", "--memory-size", "2000"],
-    "linear": ["--dataset", "voc", "--epochs", "2", "--batch", "4"],
-    "overclustering": ["--dataset", "voc", "--clusters", "21,30"],
-    "video": ["--dataset", "davis", "--video-mode", "clip"],
-}
 # What the first two pictures show: (image, mask) files.
 VOC_ITEMS = [("scene2_00000", "scene2_00000"), ("scene2_00002", "scene2_00002")]
 DAVIS_ITEMS = [("scene0/00000", "scene0/00000"), ("scene1/00000", "scene1/00000")]
