@@ -177,9 +177,13 @@ def _write_kept(
         _STORES[store_path] = TrackStore.open(store_path, mode="r+")
     frames = _KEPT.pop(str(source.path), None)
     if frames is None:  # decoded by an I/O child that has died since
-        return failed(key, source, "write", "the I/O process died before writing it")
+        raise FramesLost(key)
     data = replace(data, frames=frames)
     return store_video(key, source, data, track_seconds, _STORES[store_path])
+
+
+class FramesLost(LookupError):
+    """The I/O child that decoded a video died before writing it (the caller still has them)."""
 
 
 def extract_batch(
@@ -192,7 +196,7 @@ def extract_batch(
     decodes the next video and writes the previous one while the current one is tracked."""
     options = (config.size, config.frame_stride, config.max_frames, config.horizon)
     ahead = [IO.retried(_decode_and_keep, source, *options) for source, _ in items[:1]]
-    writing: list[tuple[Future | VideoOutcome, float, str, VideoSource]] = []
+    writing: list[tuple[Future | VideoOutcome, float, tuple]] = []
     for i, (source, key) in enumerate(items):
         if i + 1 < len(items):
             ahead.append(IO.retried(_decode_and_keep, items[i + 1][0], *options))
@@ -208,30 +212,35 @@ def extract_batch(
             if isinstance(video, DecodedVideo):
                 IO.submit(_forget, source)
             pending: Future | VideoOutcome = tracked
+            write_here: tuple = ()
         else:
             data, seconds = tracked
             without_frames = replace(data, frames=data.frames[:0])  # the child has them
             pending = IO.submit(_write_kept, str(store.path), key, source, without_frames, seconds)
+            write_here = (key, source, data, seconds, store)  # if the child dies first
         if writing:
-            yield _finished(store, *writing.pop())
-        writing.append((pending, decode_wait, key, source))
+            yield _finished(*writing.pop())
+        writing.append((pending, decode_wait, write_here))
     while writing:
-        yield _finished(store, *writing.pop())
+        yield _finished(*writing.pop())
 
 
 def _finished(
-    store: TrackStore, pending: Future | VideoOutcome, decode_wait: float, key: str,
-    source: VideoSource,
-) -> VideoOutcome:  # fmt: skip
-    """A written (or failed) video's outcome, its decode wait counted as busy time."""
+    pending: Future | VideoOutcome, decode_wait: float, write_here: tuple
+) -> VideoOutcome:
+    """A written (or failed) video's outcome, its decode wait counted as busy time.
+
+    If the I/O child died before or while writing (another video's decoding can crash it), the
+    video is written here from this process's copy of its frames (``write_here``: the
+    arguments of ``store_video``), over whatever partial group the child left.
+    """
     if isinstance(pending, VideoOutcome):
         outcome = pending
     else:
         try:
             outcome = pending.result()
-        except BrokenProcessPool:  # the child died mid-write: its group is partial
-            store.discard_video(key)
-            outcome = failed(key, source, "write", "the I/O process died while writing it")
+        except (BrokenProcessPool, FramesLost):
+            outcome = store_video(*write_here)
     return replace(outcome, busy_seconds=outcome.busy_seconds + decode_wait)
 
 
