@@ -24,7 +24,7 @@ import torch
 
 from mosic.pipeline.train import train
 from mosic.pipeline.train_config import TrainConfig
-from mosic.pipeline.train_step import TrainStep, build_student, cosine_schedule, param_groups
+from mosic.pipeline.train_step import TrainStep, build_optimizer, build_student
 from mosic.stages.model.backbone import patch_tokens
 from mosic.stages.model.network import make_teacher
 from mosic.stages.queries import grid_points, query_frames
@@ -41,8 +41,7 @@ def timed_steps(cfg: TrainConfig, warmup: int, steps: int) -> dict:
     torch.manual_seed(0)
     student = build_student(cfg).to(device)
     teacher = make_teacher(student)
-    optimizer = torch.optim.AdamW(param_groups(student, cfg))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(10**6, 0))
+    optimizer, scheduler = build_optimizer(student, cfg, total_steps=10**6)
     step = TrainStep(cfg, student, teacher, student, optimizer, scheduler, device)
     frames = torch.randint(0, 256, (CLIPS, FRAMES, 3, SIZE, SIZE), dtype=torch.uint8)
     start = torch.from_numpy(grid_points(SIZE, SIZE, GRID))  # (N, 2) (x, y)

@@ -9,12 +9,10 @@ video that kills two workers on its own is recorded as failed.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import logging
 import math
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +23,7 @@ import dask
 from distributed import Client, KilledWorker, Nanny, Scheduler, SpecCluster, as_completed
 
 from mosic.pipeline.extract import Batch, ExtractConfig, VideoOutcome, extract_batch, failed
+from mosic.pipeline.io_process import die_with_parent
 from mosic.stages.trackers import build_tracker
 from mosic.store_schema import TrackStore
 
@@ -123,14 +122,9 @@ def dask_client(config: ClusterConfig) -> Iterator[Client]:
 
 
 @cache
-def _prepare_process(device: str) -> None:
-    """Once per worker process: die with the parent, one OpenCV thread per worker."""
-    import cv2
-
-    cv2.setNumThreads(1)
-    if hasattr(os, "getppid") and os.uname().sysname == "Linux":
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+def _prepare_process() -> None:
+    """Once per worker process: die with the parent (the coordinator's nanny)."""
+    die_with_parent()
 
 
 @cache
@@ -141,7 +135,7 @@ def _worker_tracker(config: ExtractConfig):
 
 def extract_task(batch: Batch, store_path: str, config: ExtractConfig) -> list[VideoOutcome]:
     """The Dask task: extract one batch of videos into the store at ``store_path``."""
-    _prepare_process(config.device)
+    _prepare_process()
     store = TrackStore.open(store_path, mode="r+")
     tracker = _worker_tracker(config)
     return list(extract_batch(batch, store, config, tracker))

@@ -194,6 +194,7 @@ def extract_batch(
 ) -> Iterator[VideoOutcome]:
     """Extract videos one after another; this process's I/O child (``mosic.pipeline.io_process``)
     decodes the next video and writes the previous one while the current one is tracked."""
+    cv2.setNumThreads(1)  # OpenCV's pool does not speed the tracker up, it only spins a core
     options = (config.size, config.frame_stride, config.max_frames, config.horizon)
     ahead = [IO.retried(_decode_and_keep, source, *options) for source, _ in items[:1]]
     writing: list[tuple[Future | VideoOutcome, float, tuple]] = []
@@ -299,7 +300,6 @@ class InProcessRunner:
 
     def __init__(self, store: TrackStore, config: ExtractConfig, tracker: Tracker):
         self.store, self.config, self.tracker = store, config, tracker
-        cv2.setNumThreads(1)  # OpenCV's pool does not speed the tracker up, it only spins
 
     def __call__(self, batches: list[Batch]) -> Iterator[VideoOutcome]:
         items = [item for batch in batches for item in batch]

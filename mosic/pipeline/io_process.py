@@ -35,8 +35,8 @@ def decode(source: VideoSource, size: str, frame_stride: int, max_frames: int | 
     return video
 
 
-def _die_with_parent() -> None:
-    """In the child: SIGKILL when its parent dies (Linux), so no child outlives a killed run."""
+def die_with_parent() -> None:
+    """SIGKILL this process when its parent dies (Linux), so nothing outlives a killed run."""
     if os.uname().sysname == "Linux":
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
@@ -59,7 +59,7 @@ class IOProcess:
                 # unguarded script would run again); the child only decodes and writes.
                 context = multiprocessing.get_context("fork")
                 self._executor = ProcessPoolExecutor(
-                    1, mp_context=context, initializer=_die_with_parent
+                    1, mp_context=context, initializer=die_with_parent
                 )
         return self._executor
 

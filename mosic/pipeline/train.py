@@ -24,9 +24,8 @@ from mosic.pipeline.train_eval import TrainEvaluator
 from mosic.pipeline.train_step import (
     NonFiniteLoss,
     TrainStep,
+    build_optimizer,
     build_student,
-    cosine_schedule,
-    param_groups,
 )
 from mosic.stages.data.clips import ClipDataset
 from mosic.stages.data.sampler import ClipBatchSampler, EpochBatches
@@ -100,7 +99,6 @@ def train(
     dataset = ClipDataset(list(cfg.stores), cfg.clip, seed=cfg.seed)
     student = build_student(cfg).to(device)
     teacher = make_teacher(student)
-    optimizer = torch.optim.AdamW(param_groups(student, cfg))
     per_rank = cfg.batch_size // job.world_size
     steps_per_epoch = len(dataset) // cfg.batch_size
     if steps_per_epoch == 0:
@@ -109,9 +107,7 @@ def train(
             "lower --batch-size or add videos"
         )
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, cosine_schedule(total_steps, cfg.optim.warmup_steps)
-    )
+    optimizer, scheduler = build_optimizer(student, cfg, total_steps)
     step = 0
     if resume is not None:
         step = _restore(resume, cfg, student, teacher, optimizer, scheduler, device)

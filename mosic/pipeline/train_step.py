@@ -80,6 +80,15 @@ def cosine_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], floa
     return factor
 
 
+def build_optimizer(
+    student: MoSiCNetwork, cfg: TrainConfig, total_steps: int
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over the trainable parameters (``param_groups``) and its cosine schedule."""
+    optimizer = torch.optim.AdamW(param_groups(student, cfg))
+    schedule = cosine_schedule(total_steps, cfg.optim.warmup_steps)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
 def autocast_for(precision: str, device: torch.device):
     """The autocast context of ``--precision`` (auto: bf16 on CUDA, fp32 elsewhere)."""
     if precision == "auto":
