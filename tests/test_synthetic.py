@@ -7,7 +7,13 @@ import pytest
 from PIL import Image
 
 from mosic.stages.queries import grid_points
-from mosic.stages.synthetic import make_video, write_frame_folder, write_video_file
+from mosic.stages.synthetic import (
+    SHAPE_CLASSES,
+    make_video,
+    write_frame_folder,
+    write_video_file,
+)
+from mosic.stages.synthetic_datasets import write_voc
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +127,23 @@ def test_motion_occlusion_and_reappearance(video) -> None:
     assert np.ptp(rotation, axis=0).max() > 10  # foreground shapes rotate
     scale = np.hypot(video.transforms[:, :, 0, 0], video.transforms[:, :, 1, 0])
     assert np.ptp(scale) > 0.05  # and change size
+
+
+def test_voc_labels_name_shape_kinds_not_stacking_order(tmp_path) -> None:
+    videos = [make_video(seed, num_frames=4, height=48, width=64) for seed in range(6)]
+    kinds = [video.kinds for video in videos]
+    assert all(k[0] == "background" and k[-1] == "bar" for k in kinds)
+    assert {kind for k in kinds for kind in k[1:-1]} == {"ellipse", "polygon"}
+    root = write_voc(videos, tmp_path, [f"v{i}" for i in range(6)], every=2, train_videos=4)
+    labels = root / "VOC2012" / "SegmentationClass"
+    bar = SHAPE_CLASSES.index("bar")
+    for i, video in enumerate(videos):
+        saved = np.asarray(Image.open(labels / f"v{i}_00002.png"))
+        bar_layer = len(video.kinds) - 1
+        assert set(np.unique(saved[video.masks[2] == bar_layer])) == {bar}
+        for layer, kind in enumerate(video.kinds):
+            on = video.masks[2] == layer
+            assert np.all(saved[on] == SHAPE_CLASSES.index(kind))
 
 
 def test_queries_before_their_frame_are_nan(video) -> None:

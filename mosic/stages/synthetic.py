@@ -21,6 +21,7 @@ from PIL import Image
 
 _SUPERSAMPLE = 8  # shape masks are drawn this much finer, then box-filtered (soft edges)
 _POLY_SHIFT = 4  # cv2.fillPoly fixed-point bits
+SHAPE_CLASSES = ("background", "ellipse", "polygon", "bar")  # class id = index
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,20 @@ class SyntheticVideo:
         (K = L + 2, bottom to top) at each frame.
     shapes: K soft masks (h_k, w_k) float32 in [0, 1] over each layer's canonical coordinates;
         a layer covers a canonical point where the bilinear sample of its mask is >= 0.5.
+    kinds: K names from ``SHAPE_CLASSES``, what each layer is (its semantic class).
     """
 
     frames: np.ndarray
     masks: np.ndarray
     transforms: np.ndarray
     shapes: tuple[np.ndarray, ...]
+    kinds: tuple[str, ...]
+
+    def class_masks(self) -> np.ndarray:
+        """Semantic labels (T, H, W) uint8: the ``SHAPE_CLASSES`` index of the layer seen at
+        each pixel, so that a label names what a thing is, not where it lies in the stack."""
+        lookup = np.array([SHAPE_CLASSES.index(kind) for kind in self.kinds], np.uint8)
+        return lookup[self.masks]
 
     def _covers(self, layer: int, frame: int | np.ndarray, points: np.ndarray) -> np.ndarray:
         """Whether ``layer`` covers image ``points`` (N, 2) at ``frame`` (scalar or (N,)), (N,)."""
@@ -149,11 +158,13 @@ def _polygon_mask(vertices: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(canvas, (width, height), interpolation=cv2.INTER_AREA) / np.float32(255)
 
 
-def _shape(rng: np.random.Generator, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """A random ellipse or star-convex polygon: soft mask (h, w) float32 and its centre."""
+def _shape(rng: np.random.Generator, radius: float) -> tuple[np.ndarray, np.ndarray, str]:
+    """A random ellipse or star-convex polygon: soft mask (h, w) float32, its centre and its
+    kind (``"ellipse"`` or ``"polygon"``)."""
     size = int(np.ceil(2 * radius)) + 6
     centre = np.array([(size - 1) / 2, (size - 1) / 2])
-    if rng.random() < 0.5:
+    kind = "ellipse" if rng.random() < 0.5 else "polygon"
+    if kind == "ellipse":
         angles = np.linspace(0, 2 * np.pi, 64, endpoint=False)
         axes = radius * np.array([1.0, rng.uniform(0.5, 0.9)])
         tilt = rng.uniform(0, np.pi)
@@ -164,7 +175,7 @@ def _shape(rng: np.random.Generator, radius: float) -> tuple[np.ndarray, np.ndar
         angles = np.sort(rng.uniform(0, 2 * np.pi, count))
         radii = radius * rng.uniform(0.6, 1.0, count)
         pts = np.stack([radii * np.cos(angles), radii * np.sin(angles)])
-    return _polygon_mask(pts.T + centre, size, size), centre
+    return _polygon_mask(pts.T + centre, size, size), centre, kind
 
 
 def make_video(
@@ -187,7 +198,7 @@ def make_video(
     rng = np.random.default_rng(seed)
     t = np.arange(num_frames, dtype=np.float64)
     frame_centre = np.array([(width - 1) / 2, (height - 1) / 2])
-    textures, shapes, transforms = [], [], []
+    textures, shapes, transforms, kinds = [], [], [], ["background"]
 
     # Background: a texture larger than the frame by the farthest it can drift.
     pad = int(1.2 * num_frames + 0.2 * max(height, width)) + 8
@@ -205,8 +216,9 @@ def make_video(
     count = num_foreground if num_foreground is not None else int(rng.integers(1, 4))
     for _ in range(count):
         radius = rng.uniform(0.12, 0.22) * min(height, width) + 6
-        mask, origin = _shape(rng, radius)
+        mask, origin, kind = _shape(rng, radius)
         shapes.append(mask)
+        kinds.append(kind)
         textures.append(_texture(rng, *mask.shape))
         start, end = frame_centre + rng.uniform(-0.3, 0.3, (2, 2)) * np.array([width, height])
         drift = (end - start) / num_frames
@@ -223,6 +235,7 @@ def make_video(
     half = np.array([[-bar_width / 2, -length / 2], [bar_width / 2, -length / 2]])
     corners = np.concatenate([half, -half]) + origin
     shapes.append(_polygon_mask(corners, size_y, size_x))
+    kinds.append("bar")
     textures.append(_texture(rng, size_y, size_x))
     speed = min((width + 2 * bar_width) / (0.85 * num_frames), 3.0)
     sign = rng.choice([-1.0, 1.0])
@@ -253,7 +266,7 @@ def make_video(
             masks[s][alpha >= 0.5] = k
         image += noise * rng.standard_normal(image.shape).astype(np.float32)
         frames[s] = np.clip(np.round(image), 0, 255).astype(np.uint8)
-    return SyntheticVideo(frames, masks, transforms, tuple(shapes))
+    return SyntheticVideo(frames, masks, transforms, tuple(shapes), tuple(kinds))
 
 
 def write_frame_folder(video: SyntheticVideo, folder: str | Path, ext: str = "jpg") -> Path:

@@ -1,7 +1,9 @@
 """Generated videos written as evaluation datasets in the real DAVIS 2017 and VOC 2012 layouts.
 
 The layer masks of ``mosic.stages.synthetic`` are the ground truth: object ids for DAVIS
-(0 = background) and class ids for VOC (layer id = class id, all under VOC's 21 classes).
+(0 = background, then each layer its own object) and class ids for VOC: what a layer is
+(``SHAPE_CLASSES``: background, ellipse, polygon, bar), the same class in every video, as a
+semantic label must be.
 """
 
 from __future__ import annotations
@@ -50,16 +52,18 @@ def write_voc(
     train_videos: int,
 ) -> Path:
     """VOC 2012 layout from every ``every``-th frame: the first ``train_videos`` videos make
-    ``trainaug``/``train``, the others ``val``. Returns ``root / "VOCdevkit"``."""
+    ``trainaug``/``train``, the others ``val``; labels are ``SyntheticVideo.class_masks``.
+    Returns ``root / "VOCdevkit"``."""
     base = Path(root) / "VOCdevkit" / "VOC2012"
     splits: dict[str, list[str]] = {"train": [], "val": []}
     for i, (video, name) in enumerate(zip(videos, names, strict=True)):
+        labels = video.class_masks()
         for t in range(0, len(video.frames), every):
             image_name = f"{name}_{t:05d}"
             (base / "JPEGImages").mkdir(parents=True, exist_ok=True)
             Image.fromarray(video.frames[t]).save(base / "JPEGImages" / f"{image_name}.jpg")
             for folder in ("SegmentationClass", "SegmentationClassAug"):
-                _palette_png(base / folder / f"{image_name}.png", video.masks[t])
+                _palette_png(base / folder / f"{image_name}.png", labels[t])
             splits["train" if i < train_videos else "val"].append(image_name)
     sets = base / "ImageSets" / "Segmentation"
     sets.mkdir(parents=True, exist_ok=True)
