@@ -30,6 +30,7 @@ def evaluate_command(
     max_items: Annotated[int | None, typer.Option(help="First N images/videos per split.")] = None,
     epochs: Annotated[int | None, typer.Option(help="linear: training epochs.")] = None,
     batch: Annotated[int | None, typer.Option(help="linear: batch size.")] = None,
+    lr: Annotated[float | None, typer.Option(help="linear: SGD learning rate (0.01).")] = None,
     memory_size: Annotated[int | None, typer.Option(help="hummingbird: memory bank rows.")] = None,
     clusters: Annotated[
         str | None, typer.Option(help="overclustering: K values, e.g. '21,100,300,500'.")
@@ -63,6 +64,7 @@ def evaluate_command(
         max_items=max_items,
         epochs=epochs,
         batch=batch,
+        lr=lr,
         memory_size=memory_size,
         clusters=tuple(int(k) for k in clusters.split(",")) if clusters else None,
         video_mode=video_mode,

@@ -105,3 +105,17 @@ def test_missing_dataset_and_wrong_pairing_are_one_line_errors(data, tmp_path):
         ],
     )
     assert wrong.exit_code == 2 and "does not run on an image dataset" in wrong.output
+
+
+def test_linear_lr_reaches_the_probe(data, tmp_path):
+    args = ["evaluate", "--model", "vit-tiny-test", "--weights", str(data / "tiny.pth")]
+    args += ["--benchmark", "linear", "--data-root", str(data / "VOCdevkit"), "--input-size", "64"]
+    losses = {}
+    for lr in ("0", "0.5"):
+        out = tmp_path / f"lr{lr}.json"
+        result = CliRunner().invoke(app, [*args, *RUNS["linear"], "--lr", lr, "--output", str(out)])
+        assert result.exit_code == 0, result.output
+        saved = json.loads(out.read_text())
+        assert saved["request"]["lr"] == float(lr)
+        losses[lr] = saved["metrics"]["final_loss"]
+    assert losses["0.5"] < losses["0"]  # a head that never moves keeps its initial loss

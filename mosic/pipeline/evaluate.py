@@ -50,6 +50,7 @@ class EvalRequest:
     max_items: int | None = None
     epochs: int | None = None  # linear: None = the protocol's 25
     batch: int | None = None
+    lr: float | None = None  # linear: None = the protocol's 0.01
     memory_size: int | None = None  # hummingbird: None = the protocol's
     clusters: tuple[int, ...] | None = None  # overclustering K values
     video_mode: str = "frame"
@@ -128,7 +129,7 @@ def run_evaluation(request: EvalRequest, backbone: nn.Module | None = None) -> d
             config = HummingbirdConfig(input_size=size, seed=request.seed, **given)
             metrics = evaluate_hummingbird(train, val, features, config, visuals)
         else:
-            fields = {"epochs": request.epochs, "batch": request.batch}
+            fields = {"epochs": request.epochs, "batch": request.batch, "lr": request.lr}
             given = {k: v for k, v in fields.items() if v}
             config = LinearConfig(input_size=size, seed=request.seed, **given)
             metrics = evaluate_linear(train, val, features, config, visuals)
