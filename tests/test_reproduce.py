@@ -93,6 +93,24 @@ def test_a_rerun_skips_every_complete_step(tmp_path):
     assert resumed[0] == "extract generated-lk: complete, skipped"
     assert "from" in resumed[1] and "checkpoint-00000002.pt" in resumed[1]
 
+    marker = work / "data" / "generated.json"
+    old = json.loads(marker.read_text()) | {"version": 1}  # data of an older renderer
+    marker.write_text(json.dumps(old))
+    relabelled: list[str] = []
+    Reproduction(rows, Locations(), work, log=relabelled.append).run()
+    assert relabelled[0] == "generate: the data changed; results on the old data dropped"
+    assert not any(line.startswith("train ") for line in relabelled)  # same videos, same runs
+    assert sum(line.startswith("evaluate ") for line in relabelled) == 4
+
+    marker.write_text(json.dumps(old | {"version": 2, "frames": old["frames"] + 1}))
+    resized: list[str] = []
+    Reproduction(rows, Locations(), work, log=resized.append).run()
+    assert resized[0].endswith("results, stores, runs on the old data dropped")
+    assert any(
+        line.startswith("extract generated-lk: ") and "skipped" not in line for line in resized
+    )
+    assert any(line.startswith("train mosic") for line in resized)
+
 
 def fake_result(path: Path, miou: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)

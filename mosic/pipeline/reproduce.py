@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -39,6 +40,8 @@ from mosic.store_schema import TrackStore
 from mosic.store_schema.layout import video_key
 
 RANDOM_INIT = "random-init"  # weights: the backbone's seeded random initialisation
+# Version of the rendered data: 2 labels the VOC layout by shape kind (1: by stacking order).
+GENERATED_DATA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -246,12 +249,28 @@ class Reproduction:
                     self.evaluate(row, evaluation, seed, model, weights)
 
     def generate(self, spec: Generate) -> None:
-        """Render the mini reproduction's videos once (a marker file says they are complete)."""
+        """Render the mini reproduction's videos once (a marker file says they are complete).
+        Data rendered by an older version is rendered again and the results of every row
+        evaluated on it are dropped; data rendered with other settings also drops those rows'
+        stores and training runs (their videos changed)."""
         root = self.work / "data"
         marker = root / "generated.json"
-        settings = json.dumps(vars(spec), sort_keys=True)
-        if marker.is_file() and marker.read_text() == settings:
-            return
+        settings = vars(spec) | {"version": GENERATED_DATA_VERSION}
+        if marker.is_file():
+            old = json.loads(marker.read_text())
+            if old == settings:
+                return
+            shutil.rmtree(root)  # no leftovers of the old data (videos, frames, labels)
+            stale = ["results"]
+            if {k: v for k, v in old.items() if k != "version"} != vars(spec):
+                stale += ["stores", "runs"]
+            for row in self.rows:
+                if row.generate:
+                    shutil.rmtree(self.work / "results" / row.id, ignore_errors=True)
+                    if "stores" in stale and row.training:
+                        shutil.rmtree(self.work / "stores" / f"{row.training.store}.zarr", True)
+                        shutil.rmtree(self.work / "runs" / row.training.run, True)
+            self.log(f"generate: the data changed; {', '.join(stale)} on the old data dropped")
         self.log(f"generate: {spec.train_videos} + {spec.eval_videos} videos -> {root}")
         size = {"num_frames": spec.frames, "height": spec.height, "width": spec.width}
         for i in range(spec.train_videos):
@@ -261,7 +280,7 @@ class Reproduction:
         d = spec.davis_videos
         write_davis(held_out[:d], root / "DAVIS", names[:d])
         write_voc(held_out, root, names, spec.voc_every, spec.voc_train_videos)
-        marker.write_text(settings)
+        marker.write_text(json.dumps(settings, sort_keys=True))
 
     def base_weights(self, row: Row, seed: int) -> Path:
         """The backbone's weights file before any training."""
