@@ -111,11 +111,13 @@ def test_linear_lr_reaches_the_probe(data, tmp_path):
     args = ["evaluate", "--model", "vit-tiny-test", "--weights", str(data / "tiny.pth")]
     args += ["--benchmark", "linear", "--data-root", str(data / "VOCdevkit"), "--input-size", "64"]
     losses = {}
-    for lr in ("0", "0.5"):
+    for lr in ("0", "0.5", None):
         out = tmp_path / f"lr{lr}.json"
-        result = CliRunner().invoke(app, [*args, *RUNS["linear"], "--lr", lr, "--output", str(out)])
+        given = ["--lr", lr] if lr else []
+        result = CliRunner().invoke(app, [*args, *RUNS["linear"], *given, "--output", str(out)])
         assert result.exit_code == 0, result.output
         saved = json.loads(out.read_text())
-        assert saved["request"]["lr"] == float(lr)
+        assert saved["request"]["lr"] == (float(lr) if lr else None)
         losses[lr] = saved["metrics"]["final_loss"]
     assert losses["0.5"] < losses["0"]  # a head that never moves keeps its initial loss
+    assert losses["0"] != losses[None]  # lr 0 is not the protocol's 0.01

@@ -130,7 +130,7 @@ def run_evaluation(request: EvalRequest, backbone: nn.Module | None = None) -> d
             metrics = evaluate_hummingbird(train, val, features, config, visuals)
         else:
             fields = {"epochs": request.epochs, "batch": request.batch, "lr": request.lr}
-            given = {k: v for k, v in fields.items() if v}
+            given = {k: v for k, v in fields.items() if v is not None}
             config = LinearConfig(input_size=size, seed=request.seed, **given)
             metrics = evaluate_linear(train, val, features, config, visuals)
     return {
