@@ -32,7 +32,8 @@ def reproduce_command(
     ),
 ) -> None:
     """Run config rows (extract, train, evaluate; each skipped when done) and write the tables."""
-    from mosic.pipeline.reproduce import Locations, Reproduction, load_rows
+    from mosic.pipeline.reproduce import Locations, Reproduction, StaleRun
+    from mosic.pipeline.reproduce_config import load_rows
     from mosic.pipeline.reproduce_tables import write_tables
 
     configs = [*(config or []), *([all_] if all_ else [])]
@@ -51,7 +52,11 @@ def reproduce_command(
         for line in missing:
             err.print(f"  - {line}")
         raise typer.Exit(2)
-    reproduction.run()
+    try:
+        reproduction.run()
+    except StaleRun as exc:
+        err.print(Text.assemble(("error: ", "red"), str(exc)))
+        raise typer.Exit(2) from None
     markdown, table_csv = write_tables(reproduction, output)
     console.print(markdown.read_text())
     console.print(f"-> {markdown}, {table_csv}")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 from typer.testing import CliRunner
 
 from mosic.cli_reproduce import reproduce_command
-from mosic.pipeline.reproduce import Evaluation, Locations, Reproduction, Row, load_rows
+from mosic.pipeline.reproduce import Locations, Reproduction
+from mosic.pipeline.reproduce_config import Evaluation, Row, load_rows
 from mosic.pipeline.reproduce_tables import collect, tables_markdown, write_tables
 
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -92,6 +94,21 @@ def test_a_rerun_skips_every_complete_step(tmp_path):
     Reproduction(rows, Locations(), work, log=resumed.append).run()
     assert resumed[0] == "extract generated-lk: complete, skipped"
     assert "from" in resumed[1] and "checkpoint-00000002.pt" in resumed[1]
+
+    video, linear = rows[0].evaluations  # the video column's settings change: only it runs again
+    clip = replace(video, options=video.options | {"video_mode": "clip"})
+    rows[0] = replace(rows[0], evaluations=(clip, linear))
+    changed: list[str] = []
+    Reproduction(rows, Locations(), work, log=changed.append).run()
+    assert [line.endswith("(settings changed)") for line in changed] == [True]
+
+    config = tmp_path / "configs" / "b-mosic.yaml"  # a finished run's settings change
+    data = yaml.safe_load(config.read_text())
+    data["train"]["settings"]["max_steps"] += 1
+    config.write_text(yaml.safe_dump(data))
+    stale = invoke(["--config", str(config), "--work", str(work)])
+    assert stale.exit_code == 2
+    assert stale.output.count("error:") == 1 and "trained with other max_steps" in stale.output
 
     marker = work / "data" / "generated.json"
     old = json.loads(marker.read_text()) | {"version": 1}  # data of an older renderer

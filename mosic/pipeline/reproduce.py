@@ -3,8 +3,10 @@
 Each row is: a backbone (and its weights), optionally a training run (extract tracks into a
 store, train from it), and evaluations, each with its reference number. Every step is skipped
 when its output is complete (a store with every video indexed, a final checkpoint, a result
-JSON), so an interrupted reproduction resumes. Rows with a ``generate`` section run on videos
-the reproduction renders itself (the mini reproduction, CPU only).
+JSON for the same request), so an interrupted reproduction resumes; a finished run whose
+settings changed is an error (``StaleRun``), not silently reused. Rows with a ``generate``
+section run on videos the reproduction renders itself (the mini reproduction, CPU only); the
+rows' configs are read by ``mosic.pipeline.reproduce_config``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -30,6 +32,7 @@ from mosic.pipeline.reference_numbers import (
     DATASETS,
     WEIGHTS,
 )
+from mosic.pipeline.reproduce_config import RANDOM_INIT, Evaluation, Generate, Row, train_config
 from mosic.pipeline.train import train
 from mosic.pipeline.train_config import TrainConfig
 from mosic.stages.model.backbone import create_backbone
@@ -39,96 +42,13 @@ from mosic.stages.video_io import list_sources
 from mosic.store_schema import TrackStore
 from mosic.store_schema.layout import video_key
 
-RANDOM_INIT = "random-init"  # weights: the backbone's seeded random initialisation
+
+class StaleRun(Exception):
+    """A finished training run whose settings are not the row's any more."""
+
+
 # Version of the rendered data: 2 labels the VOC layout by shape kind (1: by stacking order).
 GENERATED_DATA_VERSION = 2
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """One column of a row: a benchmark on a dataset, and the paper's number for it."""
-
-    column: str
-    benchmark: str
-    dataset: str
-    data: str  # the dataset's folder, under the data root
-    options: dict = field(default_factory=dict)  # further EvalRequest fields
-    reference: float | None = None
-    source: str | None = None  # a key of reference_numbers.SOURCES
-
-    def score(self, result: dict) -> float:
-        """The column's number (mIoU, %) from a result JSON; overclustering: the first K."""
-        metrics = result["metrics"]
-        if "k" in metrics:
-            metrics = metrics["k"][str(self.options["clusters"][0])]
-        return 100 * metrics["miou"]
-
-
-@dataclass(frozen=True)
-class Training:
-    """Stage one and stage two of a row (rows trained alike share ``run`` and ``store``)."""
-
-    run: str
-    store: str
-    videos: str  # under the data root
-    dataset: str  # a key of reference_numbers.DATASETS
-    extract: dict = field(default_factory=dict)  # ExtractConfig fields
-    settings: dict = field(default_factory=dict)  # TrainConfig fields (nested: clip, ...)
-
-
-@dataclass(frozen=True)
-class Generate:
-    """The mini reproduction's data: training videos, and held-out videos as DAVIS and VOC."""
-
-    train_videos: int = 16
-    eval_videos: int = 16
-    davis_videos: int = 8
-    voc_every: int = 6
-    voc_train_videos: int = 12
-    frames: int = 48
-    width: int = 128
-    height: int = 96
-    init_size: int = 64  # input size the random-init weights are built for
-
-
-@dataclass(frozen=True)
-class Row:
-    """One config file: one row of one of the paper's tables."""
-
-    id: str
-    table: str
-    row: str
-    backbone: str
-    weights: str  # a key of the locations' weights, or "random-init"
-    evaluations: tuple[Evaluation, ...]
-    seeds: tuple[int, ...] = (0,)
-    training: Training | None = None
-    generate: Generate | None = None
-    margins_over: tuple[str, ...] = ()  # ids of rows this one's margins are reported over
-
-
-def load_row(path: str | Path) -> Row:
-    """Read one config file (the row's id is the file's stem)."""
-    data = yaml.safe_load(Path(path).read_text())
-    training = data.pop("train", None)
-    generate = data.pop("generate", None)
-    return Row(
-        id=Path(path).stem,
-        evaluations=tuple(Evaluation(**e) for e in data.pop("evaluate")),
-        seeds=tuple(data.pop("seeds", (0,))),
-        margins_over=tuple(data.pop("margins_over", ())),
-        training=Training(**training) if training else None,
-        generate=Generate(**generate) if generate else None,
-        **data,
-    )
-
-
-def load_rows(configs: list[Path]) -> list[Row]:
-    """Config files, and every ``*.yaml`` under each folder given, in name order."""
-    paths: list[Path] = []
-    for config in configs:
-        paths += sorted(config.rglob("*.yaml")) if config.is_dir() else [config]
-    return [load_row(path) for path in paths]
 
 
 @dataclass(frozen=True)
@@ -300,11 +220,20 @@ class Reproduction:
         base = self.base_weights(row, seed)
         if row.training is None:
             return row.backbone, str(base)
-        out = self.run_dir(row, seed)
-        if not self.trained(row, seed):
+        cfg = self.train_config(row, seed, base)
+        final = self.run_dir(row, seed) / "final.json"
+        if not final.is_file():
             self.extract(row)
-            self.train(row, seed, base)
-        return json.loads((out / "final.json").read_text())["checkpoint"], None
+            self.train(row, seed, cfg)
+        record = json.loads(final.read_text())
+        saved = record.get("config", cfg.to_dict())  # runs of older versions: not recorded
+        changed = sorted(k for k, v in cfg.to_dict().items() if saved.get(k) != v)
+        if changed:
+            raise StaleRun(
+                f"{final.parent}: trained with other {', '.join(changed)}; delete the folder "
+                "to train again, or give the row another run name"
+            )
+        return record["checkpoint"], None
 
     def extract(self, row: Row) -> Path:
         """Stage one into the row's store, unless every video is already indexed."""
@@ -331,27 +260,29 @@ class Reproduction:
             self.log(f"extract {spec.store}: {summary.failed} videos failed (see store info)")
         return path
 
-    def train(self, row: Row, seed: int, base: Path) -> None:
-        """Stage two, resumed from the run's last checkpoint; writes ``final.json``."""
-        out = self.run_dir(row, seed)
+    def train_config(self, row: Row, seed: int, base: Path) -> TrainConfig:
+        """The row's training settings for ``seed``, from the base weights ``base``."""
         store = self.work / "stores" / f"{row.training.store}.zarr"
-        settings = {**row.training.settings, "stores": [str(store)], "output": str(out)}
+        output = self.run_dir(row, seed)
+        settings = {**row.training.settings, "stores": [str(store)], "output": str(output)}
         settings |= {"backbone": row.backbone, "seed": seed}
-        cfg = replace(train_config(settings), weights=str(base))
-        resume = resolve_resume("auto", out)
+        return replace(train_config(settings), weights=str(base))
+
+    def train(self, row: Row, seed: int, cfg: TrainConfig) -> None:
+        """Stage two, resumed from the run's last checkpoint; writes ``final.json``."""
+        resume = resolve_resume("auto", cfg.output)
         self.log(f"train {row.training.run} seed {seed}" + (f" from {resume}" if resume else ""))
         result = train(cfg, resume=resume)
         record = {"checkpoint": str(result.final_checkpoint), "steps": result.steps}
-        (out / "final.json").write_text(json.dumps(record))
+        record["config"] = cfg.to_dict()
+        (Path(cfg.output) / "final.json").write_text(json.dumps(record))
 
     def evaluate(
         self, row: Row, evaluation: Evaluation, seed: int, model: str, weights: str | None
     ) -> None:
-        """One column for one seed, unless its result JSON exists."""
+        """One column for one seed, unless its result JSON exists for the same request (a
+        result for other settings, model or weights is computed again)."""
         path = self.result_path(row, evaluation, seed)
-        if path.is_file():
-            return
-        self.log(f"evaluate {row.id} seed {seed}: {evaluation.column}")
         options = {k: tuple(v) if isinstance(v, list) else v for k, v in evaluation.options.items()}
         request = EvalRequest(
             model=model,
@@ -362,6 +293,11 @@ class Reproduction:
             seed=seed,
             **options,
         )
+        wanted = json.loads(json.dumps(asdict(request)))
+        if path.is_file() and json.loads(path.read_text()).get("request") == wanted:
+            return
+        again = " (settings changed)" if path.is_file() else ""
+        self.log(f"evaluate {row.id} seed {seed}: {evaluation.column}{again}")
         write_result(run_evaluation(request), path)
 
     # -- the tables ---------------------------------------------------------------------------
@@ -369,21 +305,3 @@ class Reproduction:
         """The column's number for each seed that has a result."""
         paths = [self.result_path(row, evaluation, seed) for seed in row.seeds]
         return [evaluation.score(json.loads(p.read_text())) for p in paths if p.is_file()]
-
-
-def train_config(settings: dict) -> TrainConfig:
-    """A TrainConfig from a config's settings: defaults for what is not given."""
-    base = TrainConfig(stores=()).to_dict()
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            base[key] = {**base[key], **value}
-            if key == "clip" and "augment" in value:
-                base[key]["augment"] = {**TrainConfig(stores=()).to_dict()["clip"]["augment"]}
-                base[key]["augment"] |= value["augment"]
-        else:
-            base[key] = value
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = set(base) - known
-    if unknown:
-        raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
-    return TrainConfig.from_dict(base)

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mosic.pipeline.reference_numbers import SOURCES
-from mosic.pipeline.reproduce import Evaluation, Reproduction, Row
+from mosic.pipeline.reproduce import Reproduction
+from mosic.pipeline.reproduce_config import Evaluation, Row
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,122 @@
+"""The configs of ``mosic reproduce`` as data: one YAML file per row of the paper's tables.
+
+A row names a backbone and its weights, optionally a training run (``train:``: how to extract
+tracks and the ``TrainConfig`` settings) and a ``generate:`` section (the mini reproduction's
+rendered data), and its evaluations, one per column, each with its reference number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from mosic.pipeline.train_config import TrainConfig
+
+RANDOM_INIT = "random-init"  # weights: the backbone's seeded random initialisation
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One column of a row: a benchmark on a dataset, and the paper's number for it."""
+
+    column: str
+    benchmark: str
+    dataset: str
+    data: str  # the dataset's folder, under the data root
+    options: dict = field(default_factory=dict)  # further EvalRequest fields
+    reference: float | None = None
+    source: str | None = None  # a key of reference_numbers.SOURCES
+
+    def score(self, result: dict) -> float:
+        """The column's number (mIoU, %) from a result JSON; overclustering: the first K."""
+        metrics = result["metrics"]
+        if "k" in metrics:
+            metrics = metrics["k"][str(self.options["clusters"][0])]
+        return 100 * metrics["miou"]
+
+
+@dataclass(frozen=True)
+class Training:
+    """Stage one and stage two of a row (rows trained alike share ``run`` and ``store``)."""
+
+    run: str
+    store: str
+    videos: str  # under the data root
+    dataset: str  # a key of reference_numbers.DATASETS
+    extract: dict = field(default_factory=dict)  # ExtractConfig fields
+    settings: dict = field(default_factory=dict)  # TrainConfig fields (nested: clip, ...)
+
+
+@dataclass(frozen=True)
+class Generate:
+    """The mini reproduction's data: training videos, and held-out videos as DAVIS and VOC."""
+
+    train_videos: int = 16
+    eval_videos: int = 16
+    davis_videos: int = 8
+    voc_every: int = 6
+    voc_train_videos: int = 12
+    frames: int = 48
+    width: int = 128
+    height: int = 96
+    init_size: int = 64  # input size the random-init weights are built for
+
+
+@dataclass(frozen=True)
+class Row:
+    """One config file: one row of one of the paper's tables."""
+
+    id: str
+    table: str
+    row: str
+    backbone: str
+    weights: str  # a key of the locations' weights, or "random-init"
+    evaluations: tuple[Evaluation, ...]
+    seeds: tuple[int, ...] = (0,)
+    training: Training | None = None
+    generate: Generate | None = None
+    margins_over: tuple[str, ...] = ()  # ids of rows this one's margins are reported over
+
+
+def load_row(path: str | Path) -> Row:
+    """Read one config file (the row's id is the file's stem)."""
+    data = yaml.safe_load(Path(path).read_text())
+    training = data.pop("train", None)
+    generate = data.pop("generate", None)
+    return Row(
+        id=Path(path).stem,
+        evaluations=tuple(Evaluation(**e) for e in data.pop("evaluate")),
+        seeds=tuple(data.pop("seeds", (0,))),
+        margins_over=tuple(data.pop("margins_over", ())),
+        training=Training(**training) if training else None,
+        generate=Generate(**generate) if generate else None,
+        **data,
+    )
+
+
+def load_rows(configs: list[Path]) -> list[Row]:
+    """Config files, and every ``*.yaml`` under each folder given, in name order."""
+    paths: list[Path] = []
+    for config in configs:
+        paths += sorted(config.rglob("*.yaml")) if config.is_dir() else [config]
+    return [load_row(path) for path in paths]
+
+
+def train_config(settings: dict) -> TrainConfig:
+    """A TrainConfig from a config's settings: defaults for what is not given."""
+    base = TrainConfig(stores=()).to_dict()
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            base[key] = {**base[key], **value}
+            if key == "clip" and "augment" in value:
+                base[key]["augment"] = {**TrainConfig(stores=()).to_dict()["clip"]["augment"]}
+                base[key]["augment"] |= value["augment"]
+        else:
+            base[key] = value
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = set(base) - known
+    if unknown:
+        raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
+    return TrainConfig.from_dict(base)
