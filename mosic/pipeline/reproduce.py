@@ -181,16 +181,14 @@ class Reproduction:
             if old == settings:
                 return
             shutil.rmtree(root)  # no leftovers of the old data (videos, frames, labels)
-            stale = ["results"]
-            if {k: v for k, v in old.items() if k != "version"} != vars(spec):
-                stale += ["stores", "runs"]
-            for row in self.rows:
-                if row.generate:
-                    shutil.rmtree(self.work / "results" / row.id, ignore_errors=True)
-                    if "stores" in stale and row.training:
-                        shutil.rmtree(self.work / "stores" / f"{row.training.store}.zarr", True)
-                        shutil.rmtree(self.work / "runs" / row.training.run, True)
-            self.log(f"generate: the data changed; {', '.join(stale)} on the old data dropped")
+            new_videos = {k: v for k, v in old.items() if k != "version"} != vars(spec)
+            for row in (row for row in self.rows if row.generate):
+                shutil.rmtree(self.work / "results" / row.id, ignore_errors=True)
+                if new_videos and row.training:
+                    shutil.rmtree(self.work / "stores" / f"{row.training.store}.zarr", True)
+                    shutil.rmtree(self.work / "runs" / row.training.run, True)
+            dropped = "results, stores, runs" if new_videos else "results"
+            self.log(f"generate: the data changed; {dropped} on the old data dropped")
         self.log(f"generate: {spec.train_videos} + {spec.eval_videos} videos -> {root}")
         size = {"num_frames": spec.frames, "height": spec.height, "width": spec.width}
         for i in range(spec.train_videos):
