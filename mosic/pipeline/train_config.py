@@ -47,6 +47,8 @@ class TrainConfig:
     lora_rank: int = 0  # > 0: LoRA adapters on every block instead of unfreezing blocks
     lora_alpha: float | None = None  # None: lora_rank (adapter scaling 1)
     prototypes: int = 100
+    head_hidden: tuple[int, ...] = (1024, 1024, 512)  # projection head: hidden widths (paper's)
+    head_dim: int = 256  # projection head: output (prototype) dimension (paper's)
     feature_sampling: str = "nearest"
     teacher_momentum: float = 0.99
     epochs: int = 8

@@ -37,7 +37,9 @@ def build_student(cfg: TrainConfig) -> MoSiCNetwork:
         add_lora(backbone, cfg.lora_rank, cfg.lora_alpha)
     else:
         unfreeze_last_blocks(backbone, cfg.unfreeze_blocks)
-    student = MoSiCNetwork(backbone, cfg.prototypes, sampling=cfg.feature_sampling)
+    student = MoSiCNetwork(
+        backbone, cfg.prototypes, cfg.head_dim, cfg.feature_sampling, cfg.head_hidden
+    )
     if cfg.attention == "xformers":
         from mosic.stages.model.attention import use_xformers
 

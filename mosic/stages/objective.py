@@ -26,6 +26,36 @@ class ObjectiveConfig:
     symmetric: bool = False
     mask_ratio: float = 0.0
     static_points: bool = False  # ablation: every point stays where it started (no tracks)
+    corrupt_tracks: str = "none"  # ablation: swap_xy | other_clip | shift_frame (see below)
+
+
+# Ablations that break the tracks on purpose (``ObjectiveConfig.corrupt_tracks``), to measure
+# what correct tracks are worth: ``swap_xy`` reads every position as (y, x); ``other_clip``
+# pairs each clip with the tracks (and visibility) of the next clip in the batch;
+# ``shift_frame`` gives each later frame the positions of the frame before it (frame 0 keeps
+# its own: the tracks lag one clip frame behind the pixels).
+CORRUPTIONS = ("none", "swap_xy", "other_clip", "shift_frame")
+
+
+def corrupt_tracks(
+    positions: torch.Tensor, visible: torch.Tensor, how: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tracks broken as the ablation ``how`` says (``CORRUPTIONS``).
+
+    positions: (B, F, N, 2) (x, y) pixels of square frames; visible: (B, F, N) bool.
+    Returns the same shapes.
+    """
+    if how == "none":
+        return positions, visible
+    if how == "swap_xy":
+        return positions.flip(-1), visible
+    if how == "other_clip":
+        return positions.roll(1, dims=0), visible.roll(1, dims=0)
+    if how == "shift_frame":
+        lagged = torch.cat([positions[:, :1], positions[:, :-1]], dim=1)
+        seen = torch.cat([visible[:, :1], visible[:, :-1]], dim=1)
+        return lagged, seen
+    raise ValueError(f"corrupt_tracks {how!r}: use one of {', '.join(CORRUPTIONS)}")
 
 
 def normalize_frames(frames: torch.Tensor) -> torch.Tensor:
@@ -75,6 +105,7 @@ class MoSiCObjective:
         """
         cfg = self.config
         b, f, n = visible.shape
+        positions, visible = corrupt_tracks(positions, visible, cfg.corrupt_tracks)
         if cfg.static_points:
             positions = positions[:, :1].expand_as(positions)
             visible = visible[:, :1].expand_as(visible)

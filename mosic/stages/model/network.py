@@ -17,11 +17,16 @@ class MoSiCNetwork(nn.Module):
     """Scores of track points against prototypes: images and points in, (B, P, K) out."""
 
     def __init__(
-        self, backbone: nn.Module, prototypes: int = 100, dim: int = 256, sampling: str = "nearest"
+        self,
+        backbone: nn.Module,
+        prototypes: int = 100,
+        dim: int = 256,
+        sampling: str = "nearest",
+        hidden: tuple[int, ...] = (1024, 1024, 512),
     ):
         super().__init__()
         self.backbone = backbone
-        self.head = ProjectionHead(backbone.num_features, out_dim=dim)
+        self.head = ProjectionHead(backbone.num_features, hidden, out_dim=dim)
         self.prototypes = Prototypes(prototypes, dim)
         self.sampling = sampling
 
