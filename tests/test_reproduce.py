@@ -14,6 +14,7 @@ from mosic.cli_reproduce import reproduce_command
 from mosic.pipeline.reproduce import Locations, Reproduction
 from mosic.pipeline.reproduce_config import Evaluation, Row, load_rows
 from mosic.pipeline.reproduce_tables import collect, tables_markdown, write_tables
+from mosic.store_schema import TrackStore
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 
@@ -29,6 +30,8 @@ def invoke(args: list[str], env: dict | None = None):
 def test_every_config_loads():
     rows = load_rows([CONFIGS])
     assert {r.id for r in rows} >= {"mosic-dinov2-s14", "dinov2-s14", "b-mosic", "c-no-tracks"}
+    mini = [r for r in rows if r.generate]
+    assert len({(r.generate, json.dumps(r.start, sort_keys=True)) for r in mini}) == 1
     assert all(e.reference is None or e.source for r in rows for e in r.evaluations)
 
 
@@ -53,14 +56,16 @@ def test_locations_come_from_the_environment_over_the_file(tmp_path):
     assert locations.weights == {"dinov2-s14": Path("/w.pt"), "dinov2-b14": Path("/v.pt")}
 
 
-def tiny_rows(tmp_path: Path) -> list[Path]:
+def tiny_rows(tmp_path: Path, names=("a-start", "b-mosic")) -> list[Path]:
     """The mini configs, cut down to one seed, a few steps and a handful of small videos."""
     paths = []
-    for name in ("a-untrained", "b-mosic"):
+    for name in names:
         data = yaml.safe_load((CONFIGS / "mini" / f"{name}.yaml").read_text())
         data["seeds"] = [0]
-        data["generate"] |= {"train_videos": 4, "eval_videos": 4, "davis_videos": 2,
-                             "voc_train_videos": 2, "frames": 16, "voc_every": 4}  # fmt: skip
+        data["generate"] |= {"train_videos": 3, "eval_videos": 3, "davis_videos": 2,
+                             "voc_train_videos": 2, "frames": 16, "voc_every": 4,
+                             "pretrain_videos": 1}  # fmt: skip
+        data["start"] |= {"steps": 2, "batch_size": 2}
         if "train" in data:
             data["train"]["settings"] |= {"max_steps": 3, "batch_size": 2, "checkpoint_every": 2}
         data["evaluate"][1]["options"] |= {"epochs": 1, "batch": 4}
@@ -76,9 +81,10 @@ def test_a_rerun_skips_every_complete_step(tmp_path):
     work = tmp_path / "work"
     first: list[str] = []
     Reproduction(rows, Locations(), work, log=first.append).run()
+    assert any(line.startswith("start model: 2 steps") for line in first)
     assert any(line.startswith("train mosic") for line in first)
     results = sorted((work / "results").rglob("*.json"))
-    assert len(results) == 4
+    assert len(results) == 8  # 2 rows x 4 columns
     stamps = {p: p.stat().st_mtime_ns for p in results}
 
     results[0].unlink()  # as if interrupted before this evaluation
@@ -92,12 +98,12 @@ def test_a_rerun_skips_every_complete_step(tmp_path):
         (run / done).unlink()  # training interrupted after the checkpoint of step 2
     resumed: list[str] = []
     Reproduction(rows, Locations(), work, log=resumed.append).run()
-    assert resumed[0] == "extract generated-lk: complete, skipped"
+    assert resumed[0] == "extract drift-lk: complete, skipped"
     assert "from" in resumed[1] and "checkpoint-00000002.pt" in resumed[1]
 
-    video, linear = rows[0].evaluations  # the video column's settings change: only it runs again
+    video, *others = rows[0].evaluations  # the video column's settings change: only it runs again
     clip = replace(video, options=video.options | {"video_mode": "clip"})
-    rows[0] = replace(rows[0], evaluations=(clip, linear))
+    rows[0] = replace(rows[0], evaluations=(clip, *others))
     changed: list[str] = []
     Reproduction(rows, Locations(), work, log=changed.append).run()
     assert [line.endswith("(settings changed)") for line in changed] == [True]
@@ -113,20 +119,29 @@ def test_a_rerun_skips_every_complete_step(tmp_path):
     marker = work / "data" / "generated.json"
     old = json.loads(marker.read_text()) | {"version": 1}  # data of an older renderer
     marker.write_text(json.dumps(old))
-    relabelled: list[str] = []
-    Reproduction(rows, Locations(), work, log=relabelled.append).run()
-    assert relabelled[0] == "generate: the data changed; results on the old data dropped"
-    assert not any(line.startswith("train ") for line in relabelled)  # same videos, same runs
-    assert sum(line.startswith("evaluate ") for line in relabelled) == 4
+    redone: list[str] = []
+    Reproduction(rows, Locations(), work, log=redone.append).run()
+    # Rows start from a model pretrained on the data: everything after it is done again.
+    assert redone[0] == "generate: the data changed; results, stores, runs on the old data dropped"
+    assert any(line.startswith("train mosic") for line in redone)
+    assert sum(line.startswith("evaluate ") for line in redone) == 8
 
-    marker.write_text(json.dumps(old | {"version": 2, "frames": old["frames"] + 1}))
-    resized: list[str] = []
-    Reproduction(rows, Locations(), work, log=resized.append).run()
-    assert resized[0].endswith("results, stores, runs on the old data dropped")
-    assert any(
-        line.startswith("extract generated-lk: ") and "skipped" not in line for line in resized
-    )
-    assert any(line.startswith("train mosic") for line in resized)
+
+def test_ground_truth_tracks_row_and_the_track_consistency_column(tmp_path):
+    rows = load_rows(tiny_rows(tmp_path, ("a-start", "g-gt-tracks")))
+    work = tmp_path / "work"
+    log: list[str] = []
+    Reproduction(rows, Locations(), work, log=log.append).run()
+    assert any(line.startswith("ground-truth tracks: 3 videos") for line in log)
+    store = TrackStore.open(work / "stores" / "drift-gt.zarr")
+    assert store.extraction["tracker"]["name"] == "ground-truth" and len(store.keys()) == 3
+    result = json.loads(next((work / "results" / "g-gt-tracks").rglob("*margin*.json")).read_text())
+    metrics = result["metrics"]
+    assert metrics["pairs"] > 0 and -1 <= metrics["cosine_other"] < metrics["cosine"] <= 1
+    assert abs(metrics["margin"] - (metrics["cosine"] - metrics["cosine_other"])) < 1e-9
+    markdown = tables_markdown(*collect(Reproduction(rows, Locations(), work)))
+    assert "| MoSiC on ground-truth tracks (tracker-free diagnostic) |" in markdown
+    assert "track consistency (cosine)" in markdown
 
 
 def fake_result(path: Path, miou: float) -> None:

@@ -32,12 +32,25 @@ from mosic.pipeline.reference_numbers import (
     DATASETS,
     WEIGHTS,
 )
-from mosic.pipeline.reproduce_config import RANDOM_INIT, Evaluation, Generate, Row, train_config
+from mosic.pipeline.reproduce_config import (
+    RANDOM_INIT,
+    STILLS_START,
+    Evaluation,
+    Generate,
+    Row,
+    train_config,
+)
 from mosic.pipeline.train import train
 from mosic.pipeline.train_config import TrainConfig
+from mosic.pipeline.trajbench import (
+    build_start_weights,
+    consistency_result,
+    start_weights_path,
+    training_videos,
+    write_drift_data,
+    write_ground_truth_store,
+)
 from mosic.stages.model.backbone import create_backbone
-from mosic.stages.synthetic import make_video, write_frame_folder
-from mosic.stages.synthetic_datasets import write_davis, write_voc
 from mosic.stages.video_io import list_sources
 from mosic.store_schema import TrackStore
 from mosic.store_schema.layout import video_key
@@ -47,8 +60,9 @@ class StaleRun(Exception):
     """A finished training run whose settings are not the row's any more."""
 
 
-# Version of the rendered data: 2 labels the VOC layout by shape kind (1: by stacking order).
-GENERATED_DATA_VERSION = 2
+# Version of the rendered data: 3 is the trajectory benchmark's (mosic.stages.drift_videos);
+# 1 and 2 were rigid textured layers, labelled by stacking order (1) or shape kind (2).
+GENERATED_DATA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -129,7 +143,7 @@ class Reproduction:
                 path = root / evaluation.data
                 if not path.exists():
                     lines[f"{path}: {DATASETS[evaluation.dataset]}"] = None
-            if row.weights != RANDOM_INIT:
+            if row.weights not in (RANDOM_INIT, STILLS_START):
                 path = self.locations.weights.get(row.weights)
                 if path is None or not path.is_file():
                     where = path or f"set {weights_variable(row.weights)}"
@@ -172,7 +186,8 @@ class Reproduction:
         """Render the mini reproduction's videos once (a marker file says they are complete).
         Data rendered by an older version is rendered again and the results of every row
         evaluated on it are dropped; data rendered with other settings also drops those rows'
-        stores and training runs (their videos changed)."""
+        stores and training runs (their videos changed), as does any change of the data for
+        rows that start from a backbone pretrained on it (``stills-pretrained``)."""
         root = self.work / "data"
         marker = root / "generated.json"
         settings = vars(spec) | {"version": GENERATED_DATA_VERSION}
@@ -181,27 +196,26 @@ class Reproduction:
             if old == settings:
                 return
             shutil.rmtree(root)  # no leftovers of the old data (videos, frames, labels)
-            new_videos = {k: v for k, v in old.items() if k != "version"} != vars(spec)
-            for row in (row for row in self.rows if row.generate):
+            generated = [row for row in self.rows if row.generate]
+            # New videos, or a start pretrained on the data (it changes with any change).
+            retrain = {k: v for k, v in old.items() if k != "version"} != vars(spec) or any(
+                row.weights == STILLS_START for row in generated
+            )
+            for row in generated:
                 shutil.rmtree(self.work / "results" / row.id, ignore_errors=True)
-                if new_videos and row.training:
+                if retrain and row.training:
                     shutil.rmtree(self.work / "stores" / f"{row.training.store}.zarr", True)
                     shutil.rmtree(self.work / "runs" / row.training.run, True)
-            dropped = "results, stores, runs" if new_videos else "results"
+            dropped = "results, stores, runs" if retrain else "results"
             self.log(f"generate: the data changed; {dropped} on the old data dropped")
-        self.log(f"generate: {spec.train_videos} + {spec.eval_videos} videos -> {root}")
-        size = {"num_frames": spec.frames, "height": spec.height, "width": spec.width}
-        for i in range(spec.train_videos):
-            write_frame_folder(make_video(i, **size), root / "videos" / f"train{i:03d}")
-        held_out = [make_video(10_000 + i, **size) for i in range(spec.eval_videos)]
-        names = [f"scene{i:03d}" for i in range(spec.eval_videos)]
-        d = spec.davis_videos
-        write_davis(held_out[:d], root / "DAVIS", names[:d])
-        write_voc(held_out, root, names, spec.voc_every, spec.voc_train_videos)
+        root.mkdir(parents=True, exist_ok=True)
+        write_drift_data(spec, root, self.log)
         marker.write_text(json.dumps(settings, sort_keys=True))
 
     def base_weights(self, row: Row, seed: int) -> Path:
         """The backbone's weights file before any training."""
+        if row.weights == STILLS_START:
+            return self.start_weights(row)
         if row.weights != RANDOM_INIT:
             return self.locations.weights[row.weights]
         size = row.generate.init_size if row.generate else 224
@@ -210,6 +224,20 @@ class Reproduction:
             torch.manual_seed(seed)
             path.parent.mkdir(parents=True, exist_ok=True)
             torch.save(create_backbone(row.backbone, img_size=size).state_dict(), path)
+        return path
+
+    def start_weights(self, row: Row) -> Path:
+        """The row's starting backbone, pretrained on the generated stills once (rows with the
+        same ``start`` settings and data share it)."""
+        if row.start is None or row.generate is None:
+            raise ValueError(f"{row.id}: weights {STILLS_START} need start: and generate:")
+        data = vars(row.generate) | {"version": GENERATED_DATA_VERSION}
+        path = start_weights_path(self.work / "weights", row.backbone, row.start, data)
+        if not path.is_file():
+            stills = self.data_root(row) / "stills.npy"
+            build_start_weights(
+                path, row.backbone, row.start, stills, row.generate.init_size, self.log
+            )
         return path
 
     def model(self, row: Row, seed: int) -> tuple[str, str | None]:
@@ -237,6 +265,15 @@ class Reproduction:
         """Stage one into the row's store, unless every video is already indexed."""
         spec = row.training
         path = self.work / "stores" / f"{spec.store}.zarr"
+        if spec.extract.get("tracker") == "ground-truth":  # the generator's own tracks
+            if not (path / "zarr.json").is_file():
+                videos = self.data_root(row) / spec.videos
+                building = path.with_name(f".{path.name}.building")
+                shutil.rmtree(building, ignore_errors=True)
+                data = training_videos(row.generate, videos)
+                write_ground_truth_store(data, building, spec.extract, self.log)
+                building.rename(path)
+            return path
         sources = list_sources(self.data_root(row) / spec.videos)
         if path.exists() and {video_key(s.name) for s in sources} <= set(
             TrackStore.open(path).keys()
@@ -281,6 +318,14 @@ class Reproduction:
         """One column for one seed, unless its result JSON exists for the same request (a
         result for other settings, model or weights is computed again)."""
         path = self.result_path(row, evaluation, seed)
+        if evaluation.benchmark == "track-consistency":
+            data = str(self.data_root(row) / evaluation.data)
+            request = {"model": model, "weights": weights, "data": data} | evaluation.options
+            if path.is_file() and json.loads(path.read_text()).get("request") == request:
+                return
+            self.log(f"evaluate {row.id} seed {seed}: {evaluation.column}")
+            write_result(consistency_result(request), path)
+            return
         options = {k: tuple(v) if isinstance(v, list) else v for k, v in evaluation.options.items()}
         request = EvalRequest(
             model=model,

@@ -15,6 +15,7 @@ import yaml
 from mosic.pipeline.train_config import TrainConfig
 
 RANDOM_INIT = "random-init"  # weights: the backbone's seeded random initialisation
+STILLS_START = "stills-pretrained"  # weights: pretrained on generated stills (the row's start:)
 
 
 @dataclass(frozen=True)
@@ -28,13 +29,14 @@ class Evaluation:
     options: dict = field(default_factory=dict)  # further EvalRequest fields
     reference: float | None = None
     source: str | None = None  # a key of reference_numbers.SOURCES
+    metric: str = "miou"  # the result's number shown (track-consistency: cosine or margin)
 
     def score(self, result: dict) -> float:
-        """The column's number (mIoU, %) from a result JSON; overclustering: the first K."""
+        """The column's number (x 100) from a result JSON; overclustering: the first K."""
         metrics = result["metrics"]
         if "k" in metrics:
             metrics = metrics["k"][str(self.options["clusters"][0])]
-        return 100 * metrics["miou"]
+        return 100 * metrics[self.metric]
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,13 @@ class Training:
 
 @dataclass(frozen=True)
 class Generate:
-    """The mini reproduction's data: training videos, and held-out videos as DAVIS and VOC."""
+    """The mini reproduction's data (``mosic.pipeline.trajbench``): training videos, videos
+    whose still frames make the starting backbone, and held-out videos as DAVIS (category
+    masks), VOC (category labels) and clips with ground-truth tracks."""
 
+    data_seed: int = 0  # seeds of the videos (development runs use others)
+    pretrain_videos: int = 0  # videos whose still frames make the starting backbone
+    davis_every: int = 1  # the DAVIS layout holds every N-th frame
     train_videos: int = 16
     eval_videos: int = 16
     davis_videos: int = 8
@@ -78,6 +85,7 @@ class Row:
     training: Training | None = None
     generate: Generate | None = None
     margins_over: tuple[str, ...] = ()  # ids of rows this one's margins are reported over
+    start: dict | None = None  # weights stills-pretrained: StillsConfig fields and seed
 
 
 def load_row(path: str | Path) -> Row:
