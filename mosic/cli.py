@@ -191,9 +191,12 @@ def demo(
     out: Annotated[Path, typer.Option(help="Where the demo writes everything.")] = Path(
         "runs/demo"
     ),
-    steps: Annotated[int, typer.Option(help="Training steps.")] = 150,
+    steps: Annotated[
+        int | None, typer.Option(help="Training steps (default: the benchmark's).")
+    ] = None,
 ) -> None:
-    """Generated videos -> tracks -> training -> evaluation -> runs/demo/report.md (CPU)."""
+    """The trajectory benchmark for one seed: generated videos -> tracks -> start model ->
+    training (MoSiC, corrupted tracks) -> evaluation -> runs/demo/report.md (CPU)."""
     from mosic.pipeline.demo import DemoConfig, run_demo
 
     def run_cli(args: list[str]) -> None:

@@ -1,9 +1,12 @@
-"""``mosic demo``: the whole pipeline on generated videos, on a CPU, with a report.
+"""``mosic demo``: the trajectory benchmark (docs/reproduce.md), one seed, on a CPU, with a report.
 
-Videos with exact ground truth -> ``mosic extract-tracks`` -> the tracker scored against the
-ground truth (TAP-Vid) -> ``mosic train`` (a small ViT) -> ``mosic evaluate`` of the trained
-and the untrained backbone -> ``report.md`` with the pictures it links. Every figure in the
-report comes from the run that writes it.
+The rows of ``configs/mini`` named in ``DemoConfig.rows`` (the start model, MoSiC and MoSiC on
+corrupted tracks) run through ``mosic reproduce``'s code for one seed: generated videos of
+object categories whose appearance drifts -> ``mosic extract-tracks`` (run as a command, so
+the rows find the store complete) -> the tracker scored against the generator's ground truth
+(TAP-Vid) -> the starting backbone pretrained on still frames -> ``mosic train`` -> the
+evaluations. ``report.md`` shows the table, the tracker's scores, the loss, and cluster maps of
+held-out frames for every row. Every figure in the report comes from the run that writes it.
 """
 
 from __future__ import annotations
@@ -11,126 +14,104 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from mosic.pipeline.evaluate import EvalRequest, run_evaluation
-from mosic.pipeline.train import train
-from mosic.pipeline.train_config import OptimConfig, TrainConfig
-from mosic.stages.data.augment import AugmentConfig
-from mosic.stages.data.clips import ClipConfig
+from mosic.pipeline.reproduce import Locations, Reproduction
+from mosic.pipeline.reproduce_config import Row, load_rows
+from mosic.pipeline.reproduce_tables import write_tables
+from mosic.pipeline.trajbench import training_scene
+from mosic.stages.evaluation.datasets import open_dataset
 from mosic.stages.evaluation.features import DenseFeatures
-from mosic.stages.evaluation.kmeans import kmeans
 from mosic.stages.evaluation.models import load_eval_backbone
-from mosic.stages.model.backbone import create_backbone
-from mosic.stages.synthetic import SyntheticVideo, make_video
-from mosic.stages.synthetic_datasets import write_davis, write_voc
+from mosic.stages.evaluation.video_segmentation import evaluate_video
+from mosic.stages.evaluation.visuals import Visual, colorize, resize_labels
 from mosic.stages.tapvid import tapvid_metrics
-from mosic.store_schema import TrackStore
+from mosic.store_schema import TrackStore, video_key
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "mini"
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Sizes of the demo: small enough for 2 CPU cores in minutes."""
+    """Which benchmark rows run, for which seed; ``steps`` overrides their training length."""
 
-    videos: int = 8
-    val_videos: int = 2
-    frames: int = 96
-    width: int = 256
-    height: int = 192
-    backbone: str = "vit-tiny-test"
-    input_size: int = 96
-    clip_frames: int = 8
-    steps: int = 150
-    batch: int = 8
+    configs: Path = CONFIGS
+    rows: tuple[str, ...] = ("a-start", "b-mosic", "d-swap-xy")
     seed: int = 0
-    linear_lr: float = 1.0  # where ground-truth features clear the class prior (mini data)
+    steps: int | None = None
+    frames_shown: int = 4
+    panel_height: int = 192  # pixels of each cluster-map panel (width: the frames' aspect)
+
+
+def demo_rows(cfg: DemoConfig) -> list[Row]:
+    """The benchmark's rows ``cfg.rows`` for the seed ``cfg.seed`` (and ``cfg.steps``)."""
+    if not cfg.configs.is_dir():
+        raise FileNotFoundError(f"{cfg.configs}: the benchmark's configs (run from a clone)")
+    rows = [row for row in load_rows([cfg.configs]) if row.id in cfg.rows]
+    missing = set(cfg.rows) - {row.id for row in rows}
+    if missing:
+        raise FileNotFoundError(f"{cfg.configs}: no config {', '.join(sorted(missing))}")
+    out = []
+    for row in rows:
+        training = row.training
+        if training is not None and cfg.steps is not None:
+            settings = training.settings | {"max_steps": cfg.steps, "checkpoint_every": cfg.steps}
+            training = replace(training, settings=settings)
+        out.append(replace(row, seeds=(cfg.seed,), training=training))
+    return out
 
 
 def run_demo(out: Path, cfg: DemoConfig, run_cli: Callable[[list[str]], None]) -> Path:
     """Run the demo into ``out``; ``run_cli`` runs one ``mosic`` command line. Returns the
     report's path."""
-    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    names = [f"scene{i:02d}" for i in range(cfg.videos)]
-    videos = [
-        make_video(cfg.seed + i, num_frames=cfg.frames, height=cfg.height, width=cfg.width)
-        for i in range(cfg.videos)
-    ]
-    davis = write_davis(videos, out / "data" / "DAVIS", names)
-    voc = write_voc(videos, out / "data", names, every=8, train_videos=cfg.videos - cfg.val_videos)
+    rows = demo_rows(cfg)
+    reproduction = Reproduction(rows, Locations(), out / "work")
+    spec = rows[0].generate
+    reproduction.generate(spec)
+    data = out / "work" / "data"
 
-    store = out / "tracks.zarr"
-    size = f"{cfg.width}x{cfg.height}"
-    run_cli(["extract-tracks", str(davis / "JPEGImages" / "480p"), "--store", str(store),
-             "--size", size, "--workers", "2", "--dashboard", ":0"])  # fmt: skip
+    trained = next(row for row in rows if row.training)
+    extract = trained.training.extract
+    store = out / "work" / "stores" / f"{trained.training.store}.zarr"
+    options = [f"--{k.replace('_', '-')}={v}" for k, v in extract.items() if k != "tracker"]
+    run_cli(["extract-tracks", str(data / trained.training.videos), "--store", str(store),
+             "--tracker", extract.get("tracker", "lk"), *options, "--workers", "2",
+             "--dashboard", ":0"])  # fmt: skip
     run_cli(["store", "info", str(store)])
-    tracking = score_tracks(TrackStore.open(store), videos, names)
-    run_cli(["visualize", "tracks", str(store), names[0], "--step", "8", "--points", "64",
+    tracking = score_tracks(TrackStore.open(store), spec)
+    run_cli(["visualize", "tracks", str(store), "train000", "--step", "4", "--points", "64",
              "-o", str(out / "tracks.png")])  # fmt: skip
 
-    torch.manual_seed(cfg.seed)  # the student's initial weights, as train() draws them
-    untrained = out / "untrained.pth"
-    torch.save(create_backbone(cfg.backbone, img_size=cfg.input_size).state_dict(), untrained)
-    train_cfg = TrainConfig(
-        stores=(str(store),),
-        output=str(out / "train"),
-        backbone=cfg.backbone,
-        unfreeze_blocks=2,
-        batch_size=cfg.batch,
-        max_steps=cfg.steps,
-        checkpoint_every=cfg.steps,
-        log_every=10,
-        seed=cfg.seed,
-        device="cpu",
-        clip=ClipConfig(clip_frames=cfg.clip_frames, augment=AugmentConfig(cfg.input_size)),
-        optim=OptimConfig(lr_head=1e-3, lr_backbone=1e-4, warmup_steps=10),
-    )
-    result = train(train_cfg)
-    loss_curve(result.losses, out / "loss.png")
-
-    models = {
-        "untrained": (cfg.backbone, str(untrained)),
-        "MoSiC": (str(result.final_checkpoint), None),
-    }
-    table = {}
-    for label, (model, weights) in models.items():
-        common = {"model": model, "weights": weights, "input_size": cfg.input_size}
-        video = run_evaluation(
-            EvalRequest(benchmark="video", dataset="davis", data_root=str(davis), **common)
-        )
-        linear = run_evaluation(
-            EvalRequest(
-                benchmark="linear",
-                dataset="voc",
-                data_root=str(voc),
-                epochs=10,
-                batch=8,
-                lr=cfg.linear_lr,
-                **common,
-            )
-        )
-        table[label] = {"video": video["metrics"]["miou"], "linear": linear["metrics"]["miou"]}
-    cluster_maps(videos[-1], models, cfg, out / "clusters.png")
-    (out / "results.json").write_text(json.dumps({"tracking": tracking, "evaluation": table}))
-    return write_report(out, cfg, tracking, table, result.losses, time.perf_counter() - started)
+    reproduction.run()
+    markdown, _ = write_tables(reproduction, out)
+    models = {row.row: reproduction.model(row, cfg.seed) for row in rows}
+    losses = _losses(reproduction.run_dir(trained, cfg.seed) / "metrics.jsonl")
+    loss_curve(losses, out / "loss.png")
+    evaluation = next(e for e in trained.evaluations if e.benchmark == "video")
+    cluster_maps(data / evaluation.data, models, evaluation.options, cfg, out / "clusters.png")
+    (out / "results.json").write_text(json.dumps({"tracking": tracking}))
+    table = markdown.read_text().split("\n", 2)[2]  # without the "# Reproduction" title
+    seconds = time.perf_counter() - started
+    return write_report(out, cfg, rows, tracking, table, losses, seconds)
 
 
-def score_tracks(store: TrackStore, videos: list[SyntheticVideo], names: list[str]) -> dict:
-    """TAP-Vid metrics of the stored tracks against the generator's ground truth, averaged over
-    query sets and videos."""
+def score_tracks(store: TrackStore, spec) -> dict:
+    """TAP-Vid metrics of the stored tracks of the training videos against the generator's
+    ground truth, averaged over query sets and videos."""
     scores: list[dict] = []
-    for video, name in zip(videos, names, strict=True):
-        data = store.read_video(name)
+    for i in range(spec.train_videos):
+        scene = training_scene(spec, i)
+        data = store.read_video(video_key(f"train{i:03d}"))
         _, horizon, n, _ = data.positions.shape
         for q, start in enumerate(data.query_frames):
             queries = np.concatenate([np.full((n, 1), start), data.positions[q, 0]], axis=1)
-            gt_positions, gt_visible = video.ground_truth(queries.astype(np.float32))
+            gt_positions, gt_visible = scene.ground_truth(queries.astype(np.float32))
             window = slice(start, start + horizon)
             scores.append(
                 tapvid_metrics(
@@ -139,11 +120,15 @@ def score_tracks(store: TrackStore, videos: list[SyntheticVideo], names: list[st
                     gt_visible[window],
                     data.positions[q],
                     data.visible[q],
-                    video.frames.shape[1:3],
+                    (scene.height, scene.width),
                 )  # fmt: skip
             )
     keys = ("average_jaccard", "average_pts_within_thresh", "occlusion_accuracy", "median_error")
     return {k: float(np.nanmean([s[k] for s in scores])) for k in keys}
+
+
+def _losses(path: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in path.read_text().splitlines() if line]
 
 
 def loss_curve(losses: list[float], path: Path, width: int = 640, height: int = 240) -> None:
@@ -171,46 +156,88 @@ def loss_curve(losses: list[float], path: Path, width: int = 640, height: int = 
     Image.fromarray(canvas).save(path)
 
 
-def cluster_maps(video: SyntheticVideo, models: dict, cfg: DemoConfig, path: Path) -> None:
-    """Frames, ground truth, and k-means maps of each model's features, one row per frame."""
-    frames = [cv2.resize(f, (cfg.input_size, cfg.input_size)) for f in video.frames[::24][:4]]
-    masks = [cv2.resize(m, (cfg.input_size,) * 2, interpolation=cv2.INTER_NEAREST)
-             for m in video.masks[::24][:4]]  # fmt: skip
-    palette = np.random.default_rng(1).integers(40, 255, (16, 3)).astype(np.uint8)
-    columns = [np.stack(frames), palette[np.stack(masks)]]
-    k = int(video.masks.max()) + 1
-    for model, weights in models.values():
-        features = DenseFeatures(load_eval_backbone(model, weights, cfg.input_size))(
-            np.stack(frames)
-        )  # (F, D, h, w)
-        maps = []
-        for feature in features:
-            d, h, w = feature.shape
-            labels = kmeans(feature.reshape(d, -1).t(), k, seed=0).labels.view(h, w).numpy()
-            maps.append(cv2.resize(palette[labels], (cfg.input_size,) * 2,
-                                   interpolation=cv2.INTER_NEAREST))  # fmt: skip
-        columns.append(np.stack(maps))
-    rows = [np.concatenate([c[i] for c in columns], axis=1) for i in range(len(frames))]
-    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+class _Keep:
+    """A visual sink that keeps the first ``count`` pictures' data."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self.kept: list[Visual] = []
+
+    def __call__(self, visual: Visual) -> None:
+        if len(self.kept) < self.count:
+            self.kept.append(visual)
+
+
+def cluster_maps(
+    davis: Path, models: dict[str, tuple[str, str | None]], options: dict, cfg: DemoConfig,
+    path: Path,
+) -> None:  # fmt: skip
+    """Held-out frames, their category masks, and for each model the categories its
+    dataset-level k-means clusters are matched to (as the video column scores them), one row
+    per frame, each panel ``cfg.panel_height`` pixels high."""
+    dataset = open_dataset("davis", str(davis), "val")
+    size = int(options.get("input_size", 224))
+    kept: dict[str, list[Visual]] = {}
+    for label, (model, weights) in models.items():
+        sink = _Keep(cfg.frames_shown)
+        features = DenseFeatures(load_eval_backbone(model, weights, size))
+        evaluate_video(dataset, features, mode="dataset", input_size=size, visuals=sink)
+        kept[label] = sink.kept
+    shown = next(iter(kept.values()))
+    frame_h, frame_w = shown[0].image.shape[:2]
+    height = cfg.panel_height
+    width = round(height * frame_w / frame_h)
+
+    def labels(ids: np.ndarray) -> np.ndarray:
+        return colorize(resize_labels(ids, height, width))
+
+    columns = {
+        "frame": [cv2.resize(v.image, (width, height), interpolation=cv2.INTER_LINEAR)
+                  for v in shown],
+        "ground truth": [labels(v.truth) for v in shown],
+    }  # fmt: skip
+    columns |= {name: [labels(v.prediction) for v in visuals] for name, visuals in kept.items()}
+    title = 28
+    picture = Image.new("RGB", (width * len(columns), title + height * len(shown)), "white")
+    draw = ImageDraw.Draw(picture)
+    for c, (name, panels) in enumerate(columns.items()):
+        draw.text((c * width + 4, 2), name[: width // 6], fill="black")
+        for r, panel in enumerate(panels):
+            picture.paste(Image.fromarray(panel), (c * width, title + r * height))
+    picture.save(path)
 
 
 def write_report(
-    out: Path, cfg: DemoConfig, tracking: dict, table: dict, losses: list[float], seconds: float
+    out: Path,
+    cfg: DemoConfig,
+    rows: list[Row],
+    tracking: dict,
+    table: str,
+    losses: list[float],
+    seconds: float,
 ) -> Path:
-    """``report.md``: what ran, the tracker's scores, the loss, the evaluation table."""
+    """``report.md``: what ran, the tracker's scores, the loss, the table, the cluster maps."""
+    spec = rows[0].generate
+    trained = next(row for row in rows if row.training)
+    settings = trained.training.settings
     first, last = np.mean(losses[:10]), np.mean(losses[-10:])
+    names = ", ".join(row.row for row in rows)
     lines = [
         "# mosic demo report",
         "",
-        f"Generated in {seconds / 60:.1f} minutes on this machine by `mosic demo`: "
-        f"{cfg.videos} generated videos of {cfg.frames} frames at {cfg.width}x{cfg.height} "
-        "(textured layers that move, rotate and scale, and an occluder; exact ground truth).",
+        f"Generated in {seconds / 60:.1f} minutes on this machine by `mosic demo`: the "
+        f"trajectory benchmark of docs/reproduce.md for seed {cfg.seed} (rows: {names}). "
+        f"{spec.train_videos} training videos of {spec.frames} frames at "
+        f"{spec.width}x{spec.height}: objects of {3} shared categories (their texture pattern) "
+        "whose colour, brightness, orientation and shape change over time while they move, "
+        "occlude each other and leave the frame, under a moving camera; held-out videos show "
+        "new instances. Exact ground truth for tracks and masks.",
         "",
         "## Stage one: tracks",
         "![tracks](tracks.png)",
         "",
         "Filled dots: visible; hollow: hidden. The `lk` tracker against the ground truth "
-        "(TAP-Vid metrics at 256 x 256, every query set of every video):",
+        "(TAP-Vid metrics at 256 x 256, every query set of every training video):",
         "",
         "| average Jaccard | position accuracy | occlusion accuracy | median error (px) |",
         "| --- | --- | --- | --- |",
@@ -218,25 +245,24 @@ def write_report(
         f"{tracking['occlusion_accuracy']:.3f} | {tracking['median_error']:.2f} |",
         "",
         "## Stage two: training",
-        f"`{cfg.backbone}` (randomly initialised), {cfg.steps} steps of {cfg.batch} clips of "
-        f"{cfg.clip_frames} frames at {cfg.input_size} px (learning rates 1e-3 head, 1e-4 "
-        f"backbone); loss {first:.3f} (first 10 steps) -> {last:.3f} (last 10). A randomly "
-        "initialised ViT this small learns little in minutes: MoSiC is meant to fine-tune a "
-        "pretrained one (`--weights`), which this machine cannot download.",
+        f"`{trained.backbone}`, first pretrained on still frames of {spec.pretrain_videos} "
+        "other videos with an image-only objective (the start model), then trained with MoSiC "
+        f"for {settings['max_steps']} steps of {settings['batch_size']} clips; MoSiC's loss "
+        f"{first:.3f} (first 10 steps) -> {last:.3f} (last 10).",
         "",
         "![loss](loss.png)",
         "",
-        "## Evaluation: the trained backbone against the untrained one",
-        f"Video object segmentation (frame-wise k-means, Hungarian matching) on the "
-        f"{cfg.videos} videos in the DAVIS layout, and linear segmentation on frames of the "
-        f"last {cfg.val_videos} videos (trained on the others) in the VOC layout, whose classes "
-        "are the shape kinds (background, ellipse, polygon, bar); mIoU:",
+        "## Evaluation on held-out videos",
+        "Video object segmentation: k-means over the features of every held-out frame (one "
+        "cluster per category), clusters matched to categories, mIoU. Linear: a linear head on "
+        "frozen features. Track consistency: cosine similarity of a point's features at a "
+        "clip's first frame and at later frames along its ground-truth track, and its margin "
+        "over pairs of different points.",
         "",
-        "| model | video clustering mIoU | linear mIoU |",
-        "| --- | --- | --- |",
-        *(f"| {m} | {v['video'] * 100:.2f} | {v['linear'] * 100:.2f} |" for m, v in table.items()),
+        table.strip(),
         "",
-        "Cluster maps (columns: frame, ground truth, untrained, MoSiC):",
+        "Cluster maps of held-out frames: the category each pixel's cluster is matched to, as "
+        "the video column scores them (columns: frame, ground truth, then each row's model):",
         "",
         "![clusters](clusters.png)",
         "",
