@@ -380,3 +380,18 @@ def test_overlapped_windows_return_what_one_by_one_returns(repo, tmp_path):
         np.testing.assert_array_equal(result.confidence, alone.confidence)
         np.testing.assert_allclose(result.positions, expected_tracks(queries, len(frames)))
     assert tracker.track_batch([]) == []
+
+
+def test_tracker_dtype_flag_reaches_the_tracker(repo, tmp_path):
+    from mosic.cli import app
+
+    videos = tmp_path / "videos"
+    runner = CliRunner()
+    runner.invoke(app, ["synth-videos", str(videos), "--count", "1", "--frames", "12"])
+    args = ["extract-tracks", str(videos), "--workers", "0", "--tracker-dtype", "bfloat16"]
+    lk = runner.invoke(app, [*args, "--store", str(tmp_path / "a.zarr")])
+    assert lk.exit_code == 2 and "'lk' does not take the options given (dtype)" in lk.output
+    args += ["--tracker", "cotracker3-offline", "--tracker-repo", str(repo)]
+    args += ["--tracker-checkpoint", save_checkpoint(tmp_path / "scaled_offline.pth")]
+    cpu = runner.invoke(app, [*args, "--store", str(tmp_path / "b.zarr")])
+    assert cpu.exit_code == 2 and "dtype bfloat16 needs a CUDA device" in cpu.output
