@@ -133,7 +133,9 @@ def extract_tracks(
         for warning in exposure_warnings(cluster):
             err.print(Text.assemble(("warning: ", "yellow"), warning))
         sources = list_sources(src)
-        with WriterLock(store):
+        with WriterLock(store) as lock:
+            for note in lock.notes():
+                console.print(f"note: {note}")
             track_store, backend = open_store(str(store), config)
             console.print(f"{len(sources)} videos in {src} -> {store} (tracker {backend.name})")
             summary = _extract(

@@ -119,6 +119,7 @@ def test_a_stale_lock_of_a_dead_run_is_taken_over(videos, tmp_path):
     Path(f"{path}.lock").write_text(json.dumps(dead))
     code, out = finish(mosic("extract-tracks", videos, "--store", path, *SETTINGS, "--workers", 0))
     assert code == 0, out
+    assert f"took over the lock of a run that is gone (host {dead['host']}, pid 999999" in out
     assert len(TrackStore.open(path).keys()) == VIDEOS
 
 
