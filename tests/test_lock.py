@@ -95,6 +95,33 @@ def test_a_live_process_of_this_host_is_refused_even_without_flock(tmp_path):
         other.wait()
 
 
+def test_a_killed_process_not_yet_reaped_is_gone(tmp_path):
+    store = tmp_path / "tracks.zarr"
+    killed = subprocess.Popen(["sleep", "60"])
+    try:
+        process = psutil.Process(killed.pid)
+        started = process.create_time()
+        killed.send_signal(signal.SIGKILL)  # not waited for: a zombie
+        deadline = time.monotonic() + 10
+        while process.status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        mine = Owner.this_process()
+        _write_record(
+            store,
+            host=mine.host,
+            boot_id=mine.boot_id,
+            pid=killed.pid,
+            since=time.time(),
+            heartbeat=time.time(),
+            started=started,
+        )
+        with WriterLock(store) as lock:
+            assert lock.took_over.pid == killed.pid
+    finally:
+        killed.wait()
+
+
 def test_the_heartbeat_advances_while_held(tmp_path):
     store = tmp_path / "tracks.zarr"
     with WriterLock(store, heartbeat_seconds=0.05):

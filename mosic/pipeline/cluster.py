@@ -66,8 +66,10 @@ class ClusterConfig:
 
     def __post_init__(self) -> None:
         if not self.scheduler and any(self.tls_paths()):
-            raise ClusterError("--tls-ca-file, --tls-cert and --tls-key are for --scheduler (a "
-                               "cluster started here makes its own certificate)")  # fmt: skip
+            own = "a cluster started here makes its own certificate"
+            raise ClusterError(
+                f"--tls-ca-file, --tls-cert and --tls-key are for --scheduler ({own})"
+            )
 
     def tls_paths(self) -> tuple[Path | None, Path | None, Path | None]:
         """The CA, certificate and key files given for ``scheduler``."""

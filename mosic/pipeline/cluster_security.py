@@ -69,8 +69,8 @@ def scheduler_security(
     if any(given.values()):
         missing = [name for name, path in given.items() if path is None]
         if missing:
-            raise ClusterError(f"TLS needs --tls-ca-file, --tls-cert and --tls-key: missing "
-                               f"{', '.join(missing)}")  # fmt: skip
+            needed = "TLS needs --tls-ca-file, --tls-cert and --tls-key"
+            raise ClusterError(f"{needed}: missing {', '.join(missing)}")
         for name, path in given.items():
             if not path.is_file():
                 raise ClusterError(f"{path}: no such file ({name})")
@@ -92,8 +92,8 @@ def scheduler_security(
             "distributed.comm.tls.ca-file, .client.cert and .client.key in Dask's configuration)"
         )
     if security.require_encryption and protocol not in ENCRYPTED_PROTOCOLS:
-        raise ClusterError(f"{address}: TLS certificates are set but the address is "
-                           f"{protocol}://; use tls://HOST:PORT")  # fmt: skip
+        plain = f"{protocol}://"
+        raise ClusterError(f"{address}: TLS is required but the address is {plain}; use tls://")
     if has_tls:
         try:
             security.get_connection_args("client")  # loads the files: a bad one fails here

@@ -77,8 +77,9 @@ class Owner:
         """A new record for this process."""
         now = time.time()
         started = psutil.Process().create_time()
-        return cls(socket.gethostname(), os.getpid(), now, now, _boot_id(), started,
-                   secrets.token_hex(8))  # fmt: skip
+        return cls(
+            socket.gethostname(), os.getpid(), now, now, _boot_id(), started, secrets.token_hex(8)
+        )
 
     @classmethod
     def parse(cls, data: bytes) -> Owner | None:
@@ -86,10 +87,14 @@ class Owner:
         try:
             info = json.loads(data.decode())
             return cls(
-                str(info["host"]), int(info["pid"]), float(info["since"]),
-                float(info.get("heartbeat", info["since"])), str(info.get("boot_id", "")),
-                info.get("started"), str(info.get("token", "")),
-            )  # fmt: skip
+                str(info["host"]),
+                int(info["pid"]),
+                float(info["since"]),
+                float(info.get("heartbeat", info["since"])),
+                str(info.get("boot_id", "")),
+                info.get("started"),
+                str(info.get("token", "")),
+            )
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -108,7 +113,10 @@ class Owner:
         if not self.on_this_host():
             return time.time() - self.heartbeat < stale_seconds
         try:
-            started = psutil.Process(self.pid).create_time()
+            process = psutil.Process(self.pid)
+            if process.status() == psutil.STATUS_ZOMBIE:  # killed, not yet reaped
+                return False
+            started = process.create_time()
         except psutil.NoSuchProcess:
             return False
         except psutil.AccessDenied:  # another user's live process
