@@ -99,6 +99,11 @@ class ShardWriter:
             self.fd = -1
 
 
+def _name(path: Path) -> str:
+    """A shard file named from its part on: ``parts/<part>/<array>/<file>``."""
+    return "/".join(path.parts[-4:])
+
+
 def read_chunks(path: Path, rows: Sequence[int], num_rows: int, size: int) -> list[bytes]:
     """The checked bytes (CRC32C verified and removed) of chunks ``rows`` of a shard file.
 
@@ -108,25 +113,25 @@ def read_chunks(path: Path, rows: Sequence[int], num_rows: int, size: int) -> li
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
-        raise DamagedData(f"{path.name}: file missing") from None
+        raise DamagedData(f"{_name(path)}: file missing") from None
     try:
         actual = os.fstat(fd).st_size
         if actual != size:
-            raise DamagedData(f"{path.name}: {actual} bytes, {size} were written (truncated?)")
+            raise DamagedData(f"{_name(path)}: {actual} bytes, {size} were written (truncated?)")
         data_end = size - num_rows * _ENTRY - 4
         low, high = min(rows), max(rows)
         if low < 0 or high >= num_rows:
-            raise DamagedData(f"{path.name}: rows {low}..{high} asked, it has {num_rows}")
+            raise DamagedData(f"{_name(path)}: rows {low}..{high} asked, it has {num_rows}")
         raw = os.pread(fd, (high - low + 1) * _ENTRY, data_end + low * _ENTRY)
         index = np.frombuffer(raw, "<u8").reshape(-1, 2)
         out = []
         for row in rows:
             offset, length = (int(v) for v in index[row - low])
             if offset == EMPTY:
-                raise DamagedData(f"{path.name}: row {row} missing")
+                raise DamagedData(f"{_name(path)}: row {row} missing")
             if offset + length > data_end or length < 4:
-                raise DamagedData(f"{path.name}: row {row}: damaged index")
-            out.append(checked(os.pread(fd, length, offset), f"{path.name} row {row}"))
+                raise DamagedData(f"{_name(path)}: row {row}: damaged index")
+            out.append(checked(os.pread(fd, length, offset), f"{_name(path)} row {row}"))
         return out
     finally:
         os.close(fd)
@@ -137,11 +142,11 @@ def verify_shard(path: Path, num_rows: int, size: int) -> np.ndarray:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise DamagedData(f"{path.name}: file missing") from None
+        raise DamagedData(f"{_name(path)}: file missing") from None
     if len(data) != size:
-        raise DamagedData(f"{path.name}: {len(data)} bytes, {size} were written (truncated?)")
-    raw = checked(data[size - num_rows * _ENTRY - 4 :], f"{path.name} index")
+        raise DamagedData(f"{_name(path)}: {len(data)} bytes, {size} were written (truncated?)")
+    raw = checked(data[size - num_rows * _ENTRY - 4 :], f"{_name(path)} index")
     index = np.frombuffer(raw, "<u8").reshape(-1, 2)
     if (index[:, 0] == EMPTY).any():
-        raise DamagedData(f"{path.name}: row {int(np.argmax(index[:, 0] == EMPTY))} missing")
+        raise DamagedData(f"{_name(path)}: row {int(np.argmax(index[:, 0] == EMPTY))} missing")
     return index
