@@ -260,3 +260,22 @@ def test_video_keys_keep_clean_names_and_separate_unclean_ones():
     assert video_key("my clip") != video_key("my_clip")
     assert video_key("a/b") != video_key("a_b")
     assert len(video_key("x" * 500)) <= 109
+
+
+def test_validate_command_names_the_video_and_exits_1(tmp_path):
+    from typer.testing import CliRunner
+
+    from mosic.cli import app
+
+    store = TrackStore.create(tmp_path / "s.zarr", EXTRACTION, FrameCodec("jpeg"))
+    write(store, {"a": make_data(), "b": make_data(1)})
+    runner = CliRunner()
+    assert runner.invoke(app, ["store", "validate", str(store.path)]).exit_code == 0
+    _damage(store, "frames", "flip")
+    shallow = runner.invoke(app, ["store", "validate", str(store.path)])
+    assert shallow.exit_code == 0  # frames are decoded only with --deep
+    deep = runner.invoke(app, ["store", "validate", "--deep", str(store.path)])
+    assert deep.exit_code == 1
+    assert "problem: a: " in deep.output and "frames/c.0 row 0: checksum mismatch" in deep.output
+    missing = runner.invoke(app, ["store", "validate", str(tmp_path / "nothing.zarr")])
+    assert missing.exit_code == 1 and "not a mosic store" in missing.output

@@ -23,7 +23,7 @@ from mosic.store_schema import layout
 from mosic.store_schema.chunks import FrameCodec, split_tracks
 from mosic.store_schema.errors import CorruptVideo, DamagedData, StoreError
 from mosic.store_schema.index import Index, create_index
-from mosic.store_schema.parts import PartWriter, part_attrs, part_reader
+from mosic.store_schema.parts import PartWriter, encode_video, part_attrs, part_reader
 from mosic.store_schema.records import Failure, VideoData, VideoMeta, VideoRecord
 
 
@@ -186,6 +186,20 @@ class TrackStore:
     def part_writer(self) -> PartWriter:
         """A writer of a new part with a name no other writer uses."""
         return PartWriter(self.path, f"p-{uuid.uuid4().hex[:16]}", self.frame_codec)
+
+    def write_part(self, videos: dict[str, VideoData]) -> list[VideoRecord]:
+        """Write ``videos`` into one new part and index them: writer and coordinator in one
+        (tools, benchmarks and tests; an extraction spreads the two over processes)."""
+        writer = self.part_writer()
+        try:
+            for key, data in videos.items():
+                writer.append(encode_video(key, data, self.frame_codec))
+        except BaseException:
+            writer.abort()
+            raise
+        records = writer.close()
+        self.add_to_index(records)
+        return records
 
     def part_names(self) -> list[str]:
         """Every folder under ``parts/``, finished or not."""
