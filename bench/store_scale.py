@@ -133,6 +133,7 @@ def scale_level(work: Path, videos: int, pool: list) -> dict:
     clip_started = time.perf_counter()
     for i in items:
         dataset.read_clip(int(i), 0)
+    clip_read = (time.perf_counter() - clip_started) / len(items)
     result = {
         "videos": videos,
         "files": files,
@@ -142,7 +143,7 @@ def scale_level(work: Path, videos: int, pool: list) -> dict:
         "open_s": median_time(lambda: TrackStore.open(path)),
         "locate_cold_s": median_time(lambda: TrackStore.open(path).record(keys[0])),
         "dataset_open_s": median_time(lambda: ClipDataset([path], ClipConfig()), 3),
-        "clip_read_s": (time.perf_counter() - clip_started) / len(items),
+        "clip_read_s": clip_read,
         "info_s": info_seconds(path),
         "loader_worker_mib": worker_memory(path),
     }

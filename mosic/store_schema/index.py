@@ -54,16 +54,18 @@ class Index:
         """Every visible row, in index order."""
         columns = self.columns()
         names = list(layout.INDEX_COLUMNS)
-        rows = zip(*(columns[n] for n in names), strict=True)
-        return [
-            VideoRecord(
-                **{
-                    n: (str(v) if isinstance(v, str) else int(v))
-                    for n, v in zip(names, row, strict=True)
-                }
-            )
-            for row in rows
-        ]
+        rows = zip(*(columns[name].tolist() for name in names), strict=True)
+        return [VideoRecord(**dict(zip(names, row, strict=True))) for row in rows]
+
+    def find(self, key: str) -> VideoRecord | None:
+        """The row of ``key`` (the last one, if listed twice), or None: one read of the keys
+        and one element of each other column."""
+        count = self.count
+        found = np.flatnonzero(self.group["key"][:count] == key) if count else []
+        if not len(found):
+            return None
+        row = int(found[-1])
+        return VideoRecord(**{name: self.group[name][row].item() for name in layout.INDEX_COLUMNS})
 
     def keys(self) -> list[str]:
         """Keys of the visible rows."""

@@ -151,16 +151,21 @@ class TrackStore:
 
     def record(self, key: str) -> VideoRecord:
         """The index row of ``key`` (StoreError naming close keys if it is not indexed)."""
-        if self._by_key is None:
-            self._by_key = {r.key: r for r in self.records()}
-        if key not in self._by_key:
-            close = difflib.get_close_matches(key, list(self._by_key), n=5, cutoff=0.5)
+        if self._by_key is not None and key in self._by_key:
+            return self._by_key[key]
+        record = self.index.find(key)
+        if record is None:
+            keys = self.keys()
+            close = difflib.get_close_matches(key, keys, n=5, cutoff=0.5)
             hint = f"; close: {', '.join(close)}" if close else ""
             raise StoreError(
-                f"{self.path}: no video {key!r} among its {len(self._by_key)} videos{hint} "
+                f"{self.path}: no video {key!r} among its {len(keys)} videos{hint} "
                 "(all keys: mosic store keys)"
             )
-        return self._by_key[key]
+        if self._by_key is None:
+            self._by_key = {}
+        self._by_key[key] = record
+        return record
 
     # -- failures (coordinator writes) ---------------------------------------------------
 
