@@ -93,6 +93,9 @@ def train_command(
     eval_every: Annotated[
         int, typer.Option(help="Evaluate the student every N steps (rank 0); 0: off.")
     ] = 0,
+    max_corrupt_fraction: Annotated[
+        float, typer.Option(help="Stop when more than this fraction of clips read is corrupt.")
+    ] = 0.01,
     eval_benchmark: Annotated[
         str, typer.Option(help="video, hummingbird, linear or overclustering.")
     ] = "video",
@@ -137,6 +140,7 @@ def train_command(
             batch_size=batch_size,
             max_steps=max_steps,
             loader_workers=workers,
+            max_corrupt_fraction=max_corrupt_fraction,
             checkpoint_every=checkpoint_every,
             log_every=log_every,
             seed=seed,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,10 +28,11 @@ from mosic.pipeline.train_step import (
     build_optimizer,
     build_student,
 )
-from mosic.stages.data.clips import ClipDataset
+from mosic.stages.data.clips import ClipDataset, CorruptClips
 from mosic.stages.data.sampler import ClipBatchSampler, EpochBatches
 from mosic.stages.model.network import MoSiCNetwork, make_teacher
 from mosic.stages.objective import StepStats
+from mosic.store_schema import StoreError
 
 
 class TrainingError(Exception):
@@ -138,8 +140,10 @@ def train(
     losses: list[float] = []
     last_good = resume
 
+    corrupt = CorruptClips(dataset, cfg.max_corrupt_fraction, _warn)
     waited = time.perf_counter()
-    for batch in loader:
+    for batch in _one_line_store_errors(loader):
+        corrupt.add(batch["corrupt"], batch["corrupt_video"])
         data_wait = time.perf_counter() - waited
         epoch = step // steps_per_epoch
         frames = batch["frames"].to(device, non_blocking=True)
@@ -153,6 +157,7 @@ def train(
         step += 1
         losses.append(loss)
         record = _record(step, epoch, loss, scheduler, stats, data_wait, waited, cfg)
+        record["corrupt_clips"] = corrupt.total
         if evaluator.due(step):  # rank 0 evaluates while the others wait
             if job.main:
                 record.update(evaluator(student.backbone, step))
@@ -172,6 +177,20 @@ def train(
     if job.world_size > 1:
         dist.barrier()
     return TrainResult(step, last_good, losses, student)
+
+
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _one_line_store_errors(loader: DataLoader):
+    """The loader's batches; a store error (raised here or in a loader worker, which wraps it
+    in its traceback) becomes a TrainingError of one line."""
+    try:
+        yield from loader
+    except StoreError as exc:
+        last = str(exc).strip().splitlines()[-1]
+        raise TrainingError(last.split("StoreError: ", 1)[-1]) from None
 
 
 def _record(step, epoch, loss, scheduler, stats: StepStats, data_wait, started, cfg) -> dict:

@@ -53,6 +53,7 @@ class TrainConfig:
     batch_size: int = 64  # global, over all ranks
     max_steps: int | None = None
     loader_workers: int = 2
+    max_corrupt_fraction: float = 0.01  # corrupt clips skipped beyond this fraction stop a run
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 10
