@@ -40,7 +40,8 @@ def train_command(
         typer.Option(help="Run file (YAML): settings named as these options; options override."),
     ] = None,
     print_config: Annotated[
-        bool, typer.Option(help="Print the resolved settings as a run file and exit.")
+        bool,
+        typer.Option("--print-config", help="Print the resolved settings as a run file and exit."),
     ] = False,
     resume: Annotated[str | None, typer.Option(help="auto or a checkpoint path.")] = None,
     allow_change: Annotated[
@@ -131,8 +132,9 @@ def train_command(
     """Train MoSiC from track stores (stage two; no tracker runs here).
 
     Every option but --config, --print-config, --resume and --allow-change is a setting of the
-    run (``mosic.pipeline.run_config``): the body reads them from ``ctx.params``.
+    run; a --config file (YAML) holds any of them by name (lr_head: 1e-4), options override it.
     """
+    # The settings' parameters are read through ctx.params (mosic.pipeline.run_config).
     from mosic.pipeline.train import TrainingError, train
 
     try:

@@ -17,7 +17,7 @@ import types
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import MISSING, dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -109,6 +109,10 @@ def _coerce(kind: Any, value: Any, label: str) -> Any:
             return None
         [inner] = [a for a in args if a is not type(None)]
         return _coerce(inner, value, label)
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ValueError(f"{label}: expected one of {', '.join(map(show, args))}, got {value!r}")
     if origin is tuple:
         if isinstance(value, str) and args[0] is not str:
             value = [v.strip() for v in value.split(",")]
