@@ -181,7 +181,7 @@ def test_one_file_describes_a_run_and_a_resume_keeps_to_it(train_store, tmp_path
     )
     line = one_error(*finish(again))
     assert line == (
-        f"{out} holds a run already (config.yaml, metrics.jsonl, 2 checkpoints): continue it "
+        f"{out} holds a run already (metrics.jsonl, 2 checkpoints): continue it "
         "with --resume auto, or train into another --output"
     )
     code, text = mosic("train", "--output", out, "--resume", "auto")  # settings: config.yaml

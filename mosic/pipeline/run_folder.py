@@ -83,10 +83,8 @@ def find_start(
         if state is None and skipped:
             raise RunError(f"no checkpoint of {out} loads; the newest: {skipped[0]}")
         warnings += [f"{line}; resuming from the previous one, {path.name}" for line in skipped]
-        if state is None:  # stopped before its first checkpoint: compare with config.yaml
-            saved = read_config(out)
-            changed = _allowed(saved, cfg, allow_changes, out) if saved else {}
-            return Start(changes=[{"step": 0, "changed": changed}] if changed else [])
+        if state is None:  # nothing to keep: step 0, what a stopped process logged dropped
+            return Start()
         where = out
     else:
         path = where = Path(resume)
@@ -147,8 +145,10 @@ def _allowed(saved: TrainConfig, cfg: TrainConfig, allow: tuple[str, ...], where
 
 
 def _held(out: Path) -> str:
-    """What of a run ``out`` holds, e.g. ``config.yaml, 2 checkpoints`` ("" for nothing)."""
-    found = [name for name in (CONFIG, METRICS) if (out / name).is_file()]
+    """What of a run ``out`` holds, e.g. ``metrics.jsonl, 2 checkpoints`` ("" for nothing; a
+    config.yaml alone is a start that failed before its first step)."""
+    metrics = out / METRICS
+    found = [METRICS] if metrics.is_file() and metrics.stat().st_size else []
     checkpoints = len(list_checkpoints(out))
     if checkpoints:
         found.append(f"{checkpoints} checkpoint{'s' * (checkpoints > 1)}")

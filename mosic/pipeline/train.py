@@ -167,17 +167,6 @@ def _train(
                 "epochs)"
             )
         return TrainResult(step, start.checkpoint, [], student)
-    if job.world_size > 1:
-        dist.barrier()  # every rank has read the run folder before rank 0 writes to it
-    if job.main:
-        for line in prepare_folder(cfg, start):
-            _say(line)
-        if step == 0 and not cfg.weights and not cfg.pretrained:
-            _warn(
-                f"the backbone ({cfg.backbone}) starts from random weights: no --weights and "
-                "no --pretrained"
-            )
-
     sampler = ClipBatchSampler(
         dataset,
         per_rank,
@@ -200,6 +189,16 @@ def _train(
         train_step = TrainStep(cfg, student, teacher, model, optimizer, scheduler, device)
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
+    if job.world_size > 1:  # every rank has read the run folder before rank 0 writes to it
+        _same_start(step, device)
+    if job.main:
+        for line in prepare_folder(cfg, start):
+            _say(line)
+        if step == 0 and not cfg.weights and not cfg.pretrained:
+            _warn(
+                f"the backbone ({cfg.backbone}) starts from random weights: no --weights and "
+                "no --pretrained"
+            )
     log = _Logger(cfg, job, dataset, start, total_steps) if job.main else None
     losses: list[float] = []
     last_good = start.checkpoint
@@ -238,6 +237,17 @@ def _train(
     if job.world_size > 1:
         dist.barrier()
     return TrainResult(step, last_good, losses, student)
+
+
+def _same_start(step: int, device: torch.device) -> None:
+    """Every rank starts from the same step (they read the run folder each)."""
+    span = torch.tensor([step, -step], device=device)
+    dist.all_reduce(span, op=dist.ReduceOp.MAX)
+    if span[0] != -span[1]:
+        raise TrainingError(
+            f"the ranks would start from steps {-int(span[1])} to {int(span[0])}: every rank "
+            "must see the same --output folder (a filesystem all nodes share)"
+        )
 
 
 def _say(line: str) -> None:
