@@ -6,8 +6,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import subprocess
-import sys
 from dataclasses import MISSING
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from mosic.pipeline.run_config import (
 )
 from mosic.pipeline.run_folder import RunError, find_start, prepare_folder
 from mosic.pipeline.train_config import TrainConfig
+from tests.processes import finish, mosic
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 # A vit-tiny-test run of a few seconds, as a run file holds it.
@@ -43,22 +42,9 @@ TINY = {
 }
 
 
-def start(*args, **popen) -> subprocess.Popen:
-    """``mosic ARGS`` in its own process, stdout and stderr together."""
-    command = [sys.executable, "-m", "mosic", *[str(a) for a in args]]
-    return subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen
-    )
-
-
-def finish(process: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
-    out, _ = process.communicate(timeout=timeout)
-    return process.returncode, out
-
-
-def mosic(*args) -> tuple[int, str]:
-    """Run ``mosic ARGS``; (exit code, output)."""
-    return finish(start(*args))
+def run(*args) -> tuple[int, str]:
+    """Run ``mosic ARGS`` to its end; (exit code, output)."""
+    return finish(mosic(*args), timeout=600)
 
 
 def one_error(code: int, text: str) -> str:
@@ -134,13 +120,13 @@ def test_slips_are_one_line(train_store, tmp_path):
     work = tmp_path / "work"
     reproduce = ["reproduce", "--config", row, "--work", work]
     runs = {
-        "batch": start("train", "--store", train_store, "--output", tmp_path / "a",
+        "batch": mosic("train", "--store", train_store, "--output", tmp_path / "a",
                        "--batch-size", 0),
-        "config": start("train", "--config", misspelt, "--output", tmp_path / "b"),
-        "nofile": start(*reproduce, "--paths", tmp_path / "no.yaml"),
-        "paths": start(*reproduce, "--paths", paths),
+        "config": mosic("train", "--config", misspelt, "--output", tmp_path / "b"),
+        "nofile": mosic(*reproduce, "--paths", tmp_path / "no.yaml"),
+        "paths": mosic(*reproduce, "--paths", paths),
     }  # fmt: skip
-    lines = {name: one_error(*finish(run)) for name, run in runs.items()}
+    lines = {name: one_error(*finish(process, 600)) for name, process in runs.items()}
     assert lines["batch"] == "batch_size must be at least 1, not 0"
     assert lines["config"] == f"{misspelt}: unknown setting 'lr_haed' (did you mean 'lr_head'?)"
     assert lines["nofile"] == f"--paths {tmp_path / 'no.yaml'}: no such file"
@@ -155,8 +141,8 @@ def test_one_file_describes_a_run_and_a_resume_keeps_to_it(train_store, tmp_path
     run_file.write_text(yaml.safe_dump({"store": [str(train_store)], **TINY, "max_steps": 3}))
     out = tmp_path / "run"
     flags = ["--config", run_file, "--output", out, "--max-steps", 6, "--checkpoint-every", 3]
-    shown = start("train", *flags, "--print-config")
-    code, text = mosic("train", *flags)
+    shown = mosic("train", *flags, "--print-config")
+    code, text = run("train", *flags)
     assert code == 0, text
     warnings = [line for line in text.splitlines() if line.startswith("warning:")]
     assert warnings == [
@@ -165,26 +151,26 @@ def test_one_file_describes_a_run_and_a_resume_keeps_to_it(train_store, tmp_path
     ]
     config = (out / "config.yaml").read_text()
     assert "# the backbone started from random weights" in config
-    code, printed = finish(shown)
+    code, printed = finish(shown, 600)
     assert code == 0 and yaml.safe_load(printed) == yaml.safe_load(config)
     assert yaml.safe_load(config)["max_steps"] == 6  # the option over the file
     metrics = (out / "metrics.jsonl").read_text()
 
-    changed = start(*["train", *flags, "--resume", "auto", "--lr-head", 0.01, "--seed", 1],
+    changed = mosic(*["train", *flags, "--resume", "auto", "--lr-head", 0.01, "--seed", 1],
                     *["--input-size", 96])  # fmt: skip
-    again = start("train", *flags)
-    line = one_error(*finish(changed))
+    again = mosic("train", *flags)
+    line = one_error(*finish(changed, 600))
     assert line.startswith(
         f"{out}: settings differ from the run's (run -> now): seed 0 -> 1, input_size 64 -> 96, "
         "lr_head 0.0001 -> 0.01; resume with the run's settings, name those to change "
         "(--allow-change seed), or train into another --output"
     )
-    line = one_error(*finish(again))
+    line = one_error(*finish(again, 600))
     assert line == (
         f"{out} holds a run already (metrics.jsonl, 2 checkpoints): continue it "
         "with --resume auto, or train into another --output"
     )
-    code, text = mosic("train", "--output", out, "--resume", "auto")  # settings: config.yaml
+    code, text = run("train", "--output", out, "--resume", "auto")  # settings: config.yaml
     assert code == 0 and text.strip().splitlines() == [
         f"{out}: the run is finished (step 6 of 6); to train longer, raise --max-steps or "
         "--epochs and add --allow-change max_steps (or epochs)"
@@ -193,7 +179,7 @@ def test_one_file_describes_a_run_and_a_resume_keeps_to_it(train_store, tmp_path
 
     newest = out / "checkpoints" / "checkpoint-00000006.pt"
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # a torn copy
-    code, text = mosic(
+    code, text = run(
         *["train", "--output", out, "--resume", "auto", "--max-steps", 9],
         *["--allow-change", "max-steps"],
     )
@@ -229,28 +215,28 @@ def fake_checkpoint(cfg: TrainConfig, step: int) -> Path:
 
 
 def test_where_a_run_starts_mixes_no_runs(tmp_path):
-    run = TrainConfig(stores=("a.zarr",), output=str(tmp_path / "run"), max_steps=6)
-    old, new = fake_checkpoint(run, 3), fake_checkpoint(run, 6)
+    first = TrainConfig(stores=("a.zarr",), output=str(tmp_path / "first"), max_steps=6)
+    old, new = fake_checkpoint(first, 3), fake_checkpoint(first, 6)
     with pytest.raises(RunError, match=r"has checkpoints past step 3 \(checkpoint-00000006.pt\)"):
-        find_start(run, old)  # a later --resume auto would take step 6 again
-    assert find_start(run, new).step == 6
+        find_start(first, old)  # a later --resume auto would take step 6 again
+    assert find_start(first, new).step == 6
     other = TrainConfig(stores=("a.zarr",), output=str(tmp_path / "other"), max_steps=6)
     fake_checkpoint(other, 2)
     with pytest.raises(RunError, match=r"other holds another run \(1 checkpoint\)"):
         find_start(other, new)
     with pytest.raises(RunError, match=r"--allow-change max_step: no such setting \(did you"):
-        find_start(run, "auto", ("max_step",))
+        find_start(first, "auto", ("max_step",))
 
-    longer = TrainConfig(stores=("a.zarr",), output=run.output, max_steps=9)
+    longer = TrainConfig(stores=("a.zarr",), output=first.output, max_steps=9)
     start = find_start(longer, "auto", ("max_steps",))
     assert start.step == 6 and start.changes == [{"step": 6, "changed": {"max_steps": [6, 9]}}]
     prepare_folder(longer, start)  # then killed before its next checkpoint: the folder's
     again = find_start(longer, "auto")  # config.yaml records the allowed change
     assert again.changes == start.changes
     with pytest.raises(RunError, match=r"\(run -> now\): max_steps 6 -> 12; "):
-        find_start(TrainConfig(stores=("a.zarr",), output=run.output, max_steps=12), "auto")
+        find_start(TrainConfig(stores=("a.zarr",), output=first.output, max_steps=12), "auto")
 
     for path in (old, new):
         path.write_bytes(b"")
-    with pytest.raises(RunError, match=r"no checkpoint of \S+run loads; the newest: \S+06.pt"):
-        find_start(run, "auto")
+    with pytest.raises(RunError, match=r"no checkpoint of \S+first loads; the newest: \S+06.pt"):
+        find_start(first, "auto")
