@@ -192,15 +192,14 @@ def write_ground_truth_store(
              "query_every": every, "horizon": horizon, "size": extract["size"],
              "frame_stride": 1}  # fmt: skip
     store = TrackStore.open_for_extraction(path, attrs)
-    records = []
+    data = {}
     for name, frames, scene in videos:
         if frames.shape[:3] != (scene.num_frames, scene.height, scene.width):
             raise ValueError(f"{name}: frames {frames.shape[:3]} are not the scene's")
         starts, positions, visible = ground_truth_tracks(scene, grid, every, horizon)
         meta = VideoMeta(name, (scene.height, scene.width), None, len(frames), 1)
-        data = VideoData(meta, frames, starts, positions, visible)
-        records.append(store.write_video(video_key(name), data))
-    store.add_to_index(records)
+        data[video_key(name)] = VideoData(meta, frames, starts, positions, visible)
+    records = store.write_part(data)
     log(f"ground-truth tracks: {len(records)} videos -> {path}")
     return path
 

@@ -21,11 +21,8 @@ while the pixel at the same place a few frames later is most often another objec
 truth: exact tracks of any query point (``DriftVideo.ground_truth``), per-frame category masks
 (``masks``, the ``CATEGORIES`` index seen at each pixel) and object masks (``objects``).
 
-Rendering (``mosic.stages.drift_layers``): each layer maps canonical points ``c`` to pixels by ``p = M_t(c + D_t(c))`` (``M_t``
-a similarity: camera after object, ``D_t`` the smooth bending field); frames are rendered by
-inverting it at every pixel (fixed-point iteration on the contraction ``D_t``) and evaluating
-the pattern and the soft outline at ``c``; tracks are the forward map of the query's canonical
-point, so tracks and pixels agree.
+Rendering and tracks follow one map per layer (``mosic.stages.drift_layers``), so tracks and
+pixels agree.
 """
 
 from __future__ import annotations
