@@ -116,7 +116,7 @@ def test_slips_are_one_line(train_store, tmp_path):
     misspelt.write_text("store: [x.zarr]\nlr_haed: 0.001\n")
     paths = tmp_path / "paths.yaml"
     paths.write_text("data_rot: /data\n")
-    row = CONFIGS / "mini" / "a-untrained.yaml"
+    row = CONFIGS / "mini" / "a-start.yaml"
     work = tmp_path / "work"
     reproduce = ["reproduce", "--config", row, "--work", work]
     runs = {
