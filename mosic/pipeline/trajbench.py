@@ -39,7 +39,7 @@ from mosic.stages.model.backbone import create_backbone
 from mosic.stages.queries import grid_points, query_frames
 from mosic.stages.synthetic import write_frame_folder
 from mosic.stages.synthetic_datasets import write_davis, write_voc
-from mosic.store_schema import TrackStore, VideoData, VideoMeta, video_key
+from mosic.store_schema import FrameCodec, TrackStore, VideoData, VideoMeta, video_key
 
 HELD_OUT, STILLS = 10_000, 20_000  # seed offsets of the held-out videos and of the stills
 STILLS_EVERY = 4  # a still frame every 4 frames of a stills video
@@ -181,17 +181,18 @@ def write_ground_truth_store(
     path: Path,
     extract: dict,
     log: Callable[[str], None] = print,
+    codec: FrameCodec | None = None,
 ) -> Path:
     """A track store holding the generator's exact tracks instead of a tracker's (the
     tracker-free diagnostic row). videos: (name, frames (T, H, W, 3) uint8, scene) each;
     ``extract``: ``grid``, ``query_every`` and ``horizon`` as for stage one, and ``size``
-    (the frames' own)."""
+    (the frames' own); ``codec``: the frames' (default: the store's default)."""
     grid, every = int(extract["grid"]), int(extract["query_every"])
     horizon = int(extract["horizon"])
     attrs = {"tracker": {"name": "ground-truth", "version": 1}, "grid": grid,
              "query_every": every, "horizon": horizon, "size": extract["size"],
              "frame_stride": 1}  # fmt: skip
-    store = TrackStore.open_for_extraction(path, attrs)
+    store = TrackStore.open_for_extraction(path, attrs, codec)
     data = {}
     for name, frames, scene in videos:
         if frames.shape[:3] != (scene.num_frames, scene.height, scene.width):
