@@ -124,6 +124,7 @@ class Reproduction:
         log: Callable[[str], None] = print,
     ):
         self.rows, self.locations, self.work, self.log = rows, locations, work, log
+        self._consistency: dict[str, dict] = {}  # the last track-consistency result
 
     # -- where things are ---------------------------------------------------------------------
     def data_root(self, row: Row) -> Path | None:
@@ -333,7 +334,10 @@ class Reproduction:
             if path.is_file() and json.loads(path.read_text()).get("request") == request:
                 return
             self.log(f"evaluate {row.id} seed {seed}: {evaluation.column}")
-            write_result(consistency_result(request), path)
+            key = json.dumps(request, sort_keys=True)  # columns of one request computed once
+            if key not in self._consistency:
+                self._consistency = {key: consistency_result(request)}
+            write_result(self._consistency[key], path)
             return
         options = {k: tuple(v) if isinstance(v, list) else v for k, v in evaluation.options.items()}
         request = EvalRequest(
