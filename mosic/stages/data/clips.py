@@ -6,6 +6,9 @@ augments it. The index comes from each store's index arrays and extraction setti
 opening costs the same for ten videos or a million. Clips are read with ``RowArray`` (the
 same values as ``TrackStore.read_clip``), which keeps nothing open between
 reads: the dataset pickles as paths and numbers, and each DataLoader worker opens files itself.
+
+After the read and the augmentation, an item keeps ``points_per_clip`` of the clip's tracks,
+spread over the crop (``mosic.stages.data.points``).
 """
 
 from __future__ import annotations
@@ -18,17 +21,25 @@ import numpy as np
 import torch
 
 from mosic.stages.data.augment import AugmentConfig, augment_clip
+from mosic.stages.data.points import select_points
 from mosic.store_schema import StoreError, TrackStore, layout
 from mosic.store_schema.rows import read_clip_rows
 
 
 @dataclass(frozen=True)
 class ClipConfig:
-    """Which clips to read: ``clip_frames`` frames, ``clip_step`` stored frames apart."""
+    """Which clips to read: ``clip_frames`` frames, ``clip_step`` stored frames apart, with
+    ``points_per_clip`` tracks each (spread over the crop, padded with invisible points when a
+    clip has fewer; 0: every stored track of the query set, as many as the store's grid)."""
 
     clip_frames: int = 12
     clip_step: int = 6
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    points_per_clip: int = 256
+
+    def __post_init__(self) -> None:
+        if self.points_per_clip < 0:
+            raise ValueError(f"--points-per-clip {self.points_per_clip}: use 0 or more")
 
     @property
     def span(self) -> int:
@@ -132,9 +143,10 @@ class ClipDataset(torch.utils.data.Dataset):
         """One augmented clip of video ``i``; ``item`` is ``i`` or ``(epoch, i)``.
 
         With ``rng = np.random.default_rng((seed, epoch, i))``: the query set is
-        ``rng.integers(usable[i])``, then ``augment_clip(..., rng)`` on its clip.
+        ``rng.integers(usable[i])``, then ``augment_clip(..., rng)`` on its clip, then
+        ``select_points(..., points_per_clip, input_size, rng)`` (unless points_per_clip is 0).
         Returns frames (F, 3, S, S) uint8, positions (F, N, 2) float32 (x, y) output pixels,
-        visible (F, N) bool and index () int64 (= i).
+        visible (F, N) bool (N = points_per_clip) and index () int64 (= i).
         """
         config = self.config
         epoch, i = item if isinstance(item, tuple) else (self.epoch, item)
@@ -142,6 +154,11 @@ class ClipDataset(torch.utils.data.Dataset):
         frames, positions, visible = augment_clip(
             *self.read_clip(i, int(rng.integers(self.usable[i]))), config.augment, rng
         )
+        if config.points_per_clip:
+            size = config.augment.input_size
+            positions, visible = select_points(
+                positions, visible, config.points_per_clip, size, rng
+            )
         return {
             "frames": torch.from_numpy(channels_first(frames)),
             "positions": torch.from_numpy(positions),
