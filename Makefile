@@ -38,6 +38,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/cluster_scaling.py --out runs/bench
 	$(BIN)/python bench/clip_loading.py
 	$(BIN)/python bench/train_step.py --out runs/bench
+	$(BIN)/python bench/track_grid.py --out runs/bench
+	$(BIN)/python bench/teacher_precision.py --out runs/bench
 
 bench-gpu: $(STAMP)
 	$(BIN)/python bench/gpu_train_step.py --out runs/bench
