@@ -110,16 +110,13 @@ class MoSiCObjective:
         if cfg.mask_ratio > 0:
             kept, on_kept = self._drop_tokens(student, inputs, points, b)
         logits = student(inputs, points, kept) / cfg.temperature
-        forward = weights
-        if cfg.symmetric:
-            every = logits  # (B * F, N, K): each frame also predicts the first frame's cluster
-            logits = every.view(b, f, n, -1)[:, 0]
-            reverse = weights.flatten(0, 1).unsqueeze(1)  # (B * F, 1, N)
-            if on_kept is not None:
-                reverse = reverse & on_kept.unsqueeze(1)
-                on_kept = on_kept.view(b, f, n)[:, 0]
-        if on_kept is not None:  # the prediction comes from the first frame's token
-            forward = weights & on_kept.unsqueeze(1)
+        every = logits  # with --symmetric-loss (B * F, N, K): each frame predicts the first's
+        logits = logits.view(b, -1, n, logits.shape[-1])[:, 0]  # (B, N, K) from first frames
+        forward = reverse = weights  # of the first frame's predictions, of every frame's
+        if on_kept is not None:  # a prediction counts if its own token was kept
+            token = on_kept.view(b, -1, n)  # (B, F or 1, N)
+            forward, reverse = weights & token[:, :1], weights & token
+        reverse = reverse.flatten(0, 1).unsqueeze(1)  # (B * F, 1, N), as ``every``
         world = _world()
         clips = torch.tensor(b, device=weights.device)
         counts = [forward.sum(), weights.sum(), weights[:, 0].sum(), clips]
