@@ -115,8 +115,9 @@ def test_two_gloo_ranks_give_the_step_of_one_process_with_both_halves(tmp_path):
             assert got["stats"].points_per_clip == pytest.approx(single["stats"].points_per_clip)
             assert got["stats"].visible_fraction == pytest.approx(single["stats"].visible_fraction)
             assert got["stats"].cluster_usage == pytest.approx(single["stats"].cluster_usage)
-            for key, grad in single["grads"].items():
-                torch.testing.assert_close(got["grads"][key], grad, rtol=1e-4, atol=1e-8)
+            for key, grad in single["grads"].items():  # sums in another order: float rounding
+                scale = float(grad.abs().max())
+                torch.testing.assert_close(got["grads"][key], grad, rtol=1e-4, atol=1e-5 * scale)
             # AdamW's first step is g / (|g| + 1e-8): weights compared where |g| > 1e-7.
             for part in ("student", "teacher"):
                 for key, value in single[part].items():
