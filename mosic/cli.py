@@ -17,7 +17,15 @@ from rich.text import Text
 from mosic.cli_evaluate import evaluate_command
 from mosic.cli_reproduce import reproduce_command
 from mosic.cli_train import export_command, train_command
-from mosic.pipeline.cluster import ClusterConfig, DaskRunner, batch_size, dask_client
+from mosic.pipeline.cluster import (
+    ClusterConfig,
+    DaskRunner,
+    batch_size,
+    dashboard_url,
+    dask_client,
+    exposure_warnings,
+)
+from mosic.pipeline.cluster_security import ClusterError
 from mosic.pipeline.extract import (
     ExtractConfig,
     ExtractSummary,
@@ -82,9 +90,23 @@ def extract_tracks(
         typer.Option(help="Worker processes (default: one per GPU, or per core); 0: no cluster."),
     ] = None,
     scheduler: Annotated[
-        str | None, typer.Option(help="Use the Dask scheduler at this address.")
+        str | None, typer.Option(help="Use the Dask scheduler at this address (tls://HOST:PORT).")
     ] = None,
-    dashboard: Annotated[str, typer.Option(help="Dashboard address of a local cluster.")] = ":8787",
+    tls_ca_file: Annotated[
+        Path | None, typer.Option(help="--scheduler over TLS: the cluster's CA certificate.")
+    ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="--scheduler over TLS: this client's certificate.")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="--scheduler over TLS: this client's private key.")
+    ] = None,
+    dashboard: Annotated[
+        str, typer.Option(help="Dashboard of a local cluster: [HOST]:PORT, loopback if no HOST.")
+    ] = ":8787",
+    no_dashboard: Annotated[
+        bool, typer.Option("--no-dashboard", help="Start a local cluster without a dashboard.")
+    ] = False,
     batch_videos: Annotated[
         int | None, typer.Option(help="Videos per task (default: about 4 tasks per worker).")
     ] = None,
@@ -104,15 +126,22 @@ def extract_tracks(
             tracker_checkpoint=str(tracker_checkpoint.resolve()) if tracker_checkpoint else None,
             tracker_repo=str(tracker_repo.resolve()) if tracker_repo else None,
         )
+        tls = [str(p.resolve()) if p else None for p in (tls_ca_file, tls_cert, tls_key)]
+        cluster = ClusterConfig(
+            workers, scheduler, device, None if no_dashboard else dashboard, *tls
+        )
+        for warning in exposure_warnings(cluster):
+            err.print(Text.assemble(("warning: ", "yellow"), warning))
         sources = list_sources(src)
-        with WriterLock(store):
+        with WriterLock(store) as lock:
+            for note in lock.notes():
+                console.print(f"note: {note}")
             track_store, backend = open_store(str(store), config)
             console.print(f"{len(sources)} videos in {src} -> {store} (tracker {backend.name})")
-            cluster = ClusterConfig(workers, scheduler, device, dashboard)
             summary = _extract(
                 sources, track_store, config, backend, cluster, overwrite, batch_videos
             )
-    except (ValueError, FileNotFoundError, StoreError, StoreLockedError) as exc:
+    except (ValueError, FileNotFoundError, StoreError, StoreLockedError, ClusterError) as exc:
         raise _fail(str(exc)) from None
     fps = summary.frames / max(summary.seconds, 1e-9)
     console.print(
@@ -171,7 +200,9 @@ def _extract(
             workers = 1
         else:
             client = stack.enter_context(dask_client(cluster))
-            console.print(f"dask dashboard: {client.dashboard_link}")
+            console.print(f"dask scheduler: {client.scheduler.address}")
+            if url := dashboard_url(client):
+                console.print(f"dask dashboard: {url}")
             runner = DaskRunner(client, str(track_store.path), config)
             workers = runner.workers
         return run_extraction(
