@@ -243,17 +243,19 @@ OBJECTIVES = {
 }
 
 
-def assert_same_networks(student, ref_student, teacher, ref_teacher, where=None) -> None:
-    """Gradients to float32 rounding; weights and teacher weights too, or only ``where``
-    (name -> bool mask of the elements to compare)."""
+def assert_same_networks(
+    student, ref_student, teacher, ref_teacher, where=None, atol: float = 2e-6
+) -> None:
+    """Gradients to float32 rounding; weights and teacher weights to ``atol``, all of them or
+    only ``where`` (name -> bool mask of the elements to compare)."""
     for (key, value), ref in zip(student.named_parameters(), ref_student.parameters(), strict=True):
         if value.requires_grad:
             torch.testing.assert_close(value.grad, ref.grad, rtol=1e-4, atol=1e-7, msg=key)
         mask = where[key] if where else torch.ones_like(value, dtype=torch.bool)
-        torch.testing.assert_close(value[mask], ref[mask], rtol=0, atol=2e-6, msg=key)
+        torch.testing.assert_close(value[mask], ref[mask], rtol=0, atol=atol, msg=key)
     for (key, value), ref in zip(teacher.named_parameters(), ref_teacher.parameters(), strict=True):
         mask = where[key] if where else torch.ones_like(value, dtype=torch.bool)
-        torch.testing.assert_close(value[mask], ref[mask], rtol=0, atol=2e-6, msg=key)
+        torch.testing.assert_close(value[mask], ref[mask], rtol=0, atol=atol, msg=key)
 
 
 @pytest.mark.parametrize("name", list(OBJECTIVES))
@@ -270,7 +272,8 @@ def test_three_train_steps_equal_the_reference_steps(name):
 
 def test_an_adamw_step_equals_the_reference_step():
     """AdamW divides by |g| + 1e-8: where a gradient is not far above 1e-8 the step's size is
-    float rounding noise, so weights are compared where |g| > 1e-7 (all but 1 in 1,000)."""
+    float rounding noise, so weights are compared where |g| > 1e-7 (all but 1 in 1,000), to
+    1 % of the head's learning rate (a wrong gradient moves a weight by up to the rate)."""
     [(loss, student, teacher, ref_loss, ref_student, ref_teacher)] = paired_steps(
         ObjectiveConfig(), steps=1, optimizer="adamw"
     )
@@ -282,7 +285,7 @@ def test_an_adamw_step_equals_the_reference_step():
     assert sum(int((~m).sum()) for m in where.values()) < 1e-3 * sum(
         m.numel() for m in where.values()
     )
-    assert_same_networks(student, ref_student, teacher, ref_teacher, where)
+    assert_same_networks(student, ref_student, teacher, ref_teacher, where, atol=1e-2 * LR_HEAD)
 
 
 def test_the_reference_with_x_and_y_swapped_does_not_match():

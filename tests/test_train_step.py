@@ -118,13 +118,14 @@ def test_two_gloo_ranks_give_the_step_of_one_process_with_both_halves(tmp_path):
             for key, grad in single["grads"].items():  # sums in another order: float rounding
                 scale = float(grad.abs().max())
                 torch.testing.assert_close(got["grads"][key], grad, rtol=1e-4, atol=1e-5 * scale)
-            # AdamW's first step is g / (|g| + 1e-8): weights compared where |g| > 1e-7.
+            # AdamW's first step is lr * g / (|g| + 1e-8): float rounding of a small gradient
+            # moves it, so weights are compared where |g| > 1e-7, to 1 % of the head's lr.
             for part in ("student", "teacher"):
                 for key, value in single[part].items():
                     grad = single["grads"].get(key)
                     where = grad.abs() > 1e-7 if grad is not None else torch.ones_like(value) > 0
                     torch.testing.assert_close(
-                        got[part][key][where], value[where], atol=1e-6, rtol=0
+                        got[part][key][where], value[where], atol=1e-5, rtol=0
                     )
 
 
