@@ -72,8 +72,12 @@ def extract_tracks(
         str, typer.Option(help="Storage size: '256' (shorter side) or 'WIDTHxHEIGHT'.")
     ] = "256",
     window: Annotated[
-        int, typer.Option(help="Frames per tracker call: query sets that fit share one call.")
-    ] = 67,
+        int | None,
+        typer.Option(
+            help="Frames per tracker call: query sets that fit share one call "
+            "(default: the tracker's, lk 123, cotracker3 75 with the default horizon)."
+        ),
+    ] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda (GPU trackers).")] = "cpu",
     tracker_checkpoint: Annotated[
         Path | None,
@@ -83,6 +87,9 @@ def extract_tracks(
         Path | None,
         typer.Option(help="A co-tracker clone to load CoTracker3 from (else the installed one)."),
     ] = None,
+    tracker_dtype: Annotated[
+        str, typer.Option(help="CoTracker3 on CUDA: float32, or bfloat16 / float16 autocast.")
+    ] = "float32",
     overwrite: Annotated[bool, typer.Option(help="Redo videos already complete.")] = False,
     strict: Annotated[bool, typer.Option(help="Exit 1 if any video failed.")] = False,
     workers: Annotated[
@@ -125,6 +132,7 @@ def extract_tracks(
             device=device,
             tracker_checkpoint=str(tracker_checkpoint.resolve()) if tracker_checkpoint else None,
             tracker_repo=str(tracker_repo.resolve()) if tracker_repo else None,
+            tracker_dtype=tracker_dtype,
         )
         tls = [str(p.resolve()) if p else None for p in (tls_ca_file, tls_cert, tls_key)]
         cluster = ClusterConfig(
@@ -147,7 +155,8 @@ def extract_tracks(
     console.print(
         f"done {summary.done}, skipped {summary.skipped} (already complete), "
         f"failed {summary.failed} of {summary.total} videos; {summary.frames} frames "
-        f"in {summary.seconds:.1f} s ({fps:.1f} frames/s, tracker {summary.track_seconds:.1f} s)"
+        f"in {summary.seconds:.1f} s ({fps:.1f} frames/s, tracker {summary.track_seconds:.1f} s, "
+        f"{summary.frame_passes:.2f} tracker frame-passes per stored frame)"
     )
     for failure in summary.failures[:20]:
         print_failure(console, failure)

@@ -67,7 +67,10 @@ def test_stored_tracks_are_the_trackers_tracks_in_x_y(videos, tmp_path):
     video = read_video(source, SizeSpec.parse("128x96"))
     t, h, w, _ = video.frames.shape
     starts = query_frames(t, 8, 9)
-    expected = track_query_sets(build_tracker("lk"), video.frames, starts, grid_points(h, w, 4), 9)
+    window = TrackStore.open(store_path).extraction["window"]
+    assert window == 9 + 7 * 8  # lk's default: 8 query sets per window
+    lk = build_tracker("lk")
+    expected = track_query_sets(lk, video.frames, starts, grid_points(h, w, 4), 9, window)
 
     plain = zarr.open_group(store_path, mode="r")[f"videos/{video_key('clip one.mp4')}"]
     np.testing.assert_array_equal(plain["frames"][:], video.frames)

@@ -17,7 +17,13 @@ import cv2
 import numpy as np
 
 from mosic.pipeline.io_process import IO, decode
-from mosic.stages.queries import grid_points, query_frames, track_query_sets
+from mosic.stages.queries import (
+    default_window,
+    grid_points,
+    long_video_frame_passes,
+    query_frames,
+    track_query_sets,
+)
 from mosic.stages.trackers import build_tracker
 from mosic.stages.trackers.base import Tracker
 from mosic.stages.video_io import DecodedVideo, SizeSpec, VideoError, VideoSource
@@ -48,33 +54,54 @@ class ExtractConfig:
     frame_stride: int = 1
     max_frames: int | None = None
     size: str = "256"
-    window: int = 67
+    window: int | None = None  # None: the tracker's own (its window_sets query sets)
     device: str = "cpu"
     tracker_checkpoint: str | None = None
     tracker_repo: str | None = None
+    tracker_dtype: str = "float32"  # or bfloat16 / float16: autocast (CoTracker3 on CUDA)
 
     def __post_init__(self) -> None:
         SizeSpec.parse(self.size)
         for name in ("grid", "query_every", "horizon", "frame_stride", "window"):
-            if getattr(self, name) < 1:
+            if (getattr(self, name) or 1) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
         if self.horizon < 2:
             raise ValueError("--horizon must be at least 2 frames")
 
+    def window_for(self, tracker: Tracker) -> int:
+        """Frames per tracker call: ``window``, else the tracker's ``window_sets`` query sets
+        (within its ``max_frames``, if it has one)."""
+        most = getattr(tracker, "max_frames", None)
+        if self.window is None:
+            return default_window(tracker.window_sets, self.horizon, self.query_every, most)
+        if most and max(self.window, self.horizon) > most:
+            raise ValueError(
+                f"--window {self.window} / --horizon {self.horizon}: {tracker.name} takes at "
+                f"most {most} frames per call"
+            )
+        return self.window
+
     def store_attrs(self, tracker: Tracker) -> dict:
-        """What the store records of this extraction (compared on every re-run)."""
+        """What the store records of this extraction (compared on every re-run): the settings,
+        the window used and the frame-passes per stored frame it gives on a long video."""
         attrs = asdict(self)
-        for local in ("device", "tracker_checkpoint", "tracker_repo"):  # paths of this machine
-            del attrs[local]
+        for local in ("device", "tracker_checkpoint", "tracker_repo", "tracker_dtype"):
+            del attrs[local]  # paths of this machine; the dtype is in tracker_params
+        attrs["window"] = window = self.window_for(tracker)
+        passes = long_video_frame_passes(self.query_every, self.horizon, window)
+        attrs["frame_passes"] = round(passes, 3)
         attrs["tracker"] = {"name": tracker.name, "version": tracker.version}
         attrs["tracker_params"] = tracker.params()
         return attrs
 
     def tracker_options(self) -> dict:
-        """The ``build_tracker`` options given: weights, code, a device other than the CPU."""
+        """The ``build_tracker`` options given: weights, code, a device other than the CPU,
+        a dtype other than float32."""
         options = {"checkpoint": self.tracker_checkpoint, "repo": self.tracker_repo}
         if self.device != "cpu":
             options["device"] = self.device
+        if self.tracker_dtype != "float32":
+            options["dtype"] = self.tracker_dtype
         return {name: value for name, value in options.items() if value}
 
 
@@ -87,6 +114,7 @@ class VideoOutcome:
     record: VideoRecord | None = None
     failure: Failure | None = None
     frames: int = 0
+    tracked_frames: int = 0  # frames the tracker processed (windows overlap)
     track_seconds: float = 0.0
     busy_seconds: float = 0.0  # time its task spent on it: waiting for decode, track, write
 
@@ -101,15 +129,16 @@ def _one_line(exc: BaseException) -> str:
 
 def track(
     key: str, source: VideoSource, video: DecodedVideo, config: ExtractConfig, tracker: Tracker
-) -> tuple[VideoData, float] | VideoOutcome:
-    """Track one decoded video's query sets: its data and the tracker's seconds, or a failure."""
+) -> tuple[VideoData, float, int] | VideoOutcome:
+    """Track one decoded video's query sets: its data, the tracker's seconds and the frames it
+    processed, or a failure."""
     try:
         t, h, w, _ = video.frames.shape
         started = time.perf_counter()
         starts = query_frames(t, config.query_every, config.horizon)
         tracks = track_query_sets(
             tracker, video.frames, starts, grid_points(h, w, config.grid), config.horizon,
-            config.window,
+            config.window_for(tracker),
         )  # fmt: skip
         seconds = time.perf_counter() - started
     except Exception as exc:  # a bad video must not stop the run: it becomes a failure row
@@ -124,7 +153,7 @@ def track(
     data = VideoData(
         meta, video.frames, starts, tracks.positions, tracks.visible, tracks.confidence
     )
-    return data, seconds
+    return data, seconds, tracks.tracked_frames
 
 
 def store_video(
@@ -197,7 +226,7 @@ def extract_batch(
     cv2.setNumThreads(1)  # OpenCV's pool does not speed the tracker up, it only spins a core
     options = (config.size, config.frame_stride, config.max_frames, config.horizon)
     ahead = [IO.retried(_decode_and_keep, source, *options) for source, _ in items[:1]]
-    writing: list[tuple[Future | VideoOutcome, float, tuple]] = []
+    writing: list[tuple[Future | VideoOutcome, float, tuple, int]] = []
     for i, (source, key) in enumerate(items):
         if i + 1 < len(items):
             ahead.append(IO.retried(_decode_and_keep, items[i + 1][0], *options))
@@ -214,22 +243,24 @@ def extract_batch(
                 IO.submit(_forget, source)
             pending: Future | VideoOutcome = tracked
             write_here: tuple = ()
+            tracked_frames = 0
         else:
-            data, seconds = tracked
+            data, seconds, tracked_frames = tracked
             without_frames = replace(data, frames=data.frames[:0])  # the child has them
             pending = IO.submit(_write_kept, str(store.path), key, source, without_frames, seconds)
             write_here = (key, source, data, seconds, store)  # if the child dies first
         if writing:
             yield _finished(*writing.pop())
-        writing.append((pending, decode_wait, write_here))
+        writing.append((pending, decode_wait, write_here, tracked_frames))
     while writing:
         yield _finished(*writing.pop())
 
 
 def _finished(
-    pending: Future | VideoOutcome, decode_wait: float, write_here: tuple
+    pending: Future | VideoOutcome, decode_wait: float, write_here: tuple, tracked_frames: int
 ) -> VideoOutcome:
-    """A written (or failed) video's outcome, its decode wait counted as busy time.
+    """A written (or failed) video's outcome, its decode wait counted as busy time, with the
+    frames its tracker processed.
 
     If the I/O child died before or while writing (another video's decoding can crash it), the
     video is written here from this process's copy of its frames (``write_here``: the
@@ -242,7 +273,8 @@ def _finished(
             outcome = pending.result()
         except (BrokenProcessPool, FramesLost):
             outcome = store_video(*write_here)
-    return replace(outcome, busy_seconds=outcome.busy_seconds + decode_wait)
+    busy = outcome.busy_seconds + decode_wait
+    return replace(outcome, busy_seconds=busy, tracked_frames=tracked_frames)
 
 
 @dataclass
@@ -253,6 +285,7 @@ class ExtractSummary:
     skipped: int = 0
     done: int = 0
     frames: int = 0
+    tracked_frames: int = 0
     seconds: float = 0.0
     track_seconds: float = 0.0
     busy_seconds: float = 0.0
@@ -262,6 +295,11 @@ class ExtractSummary:
     def failed(self) -> int:
         """Videos that failed in this run."""
         return len(self.failures)
+
+    @property
+    def frame_passes(self) -> float:
+        """Frames the tracker processed per stored frame, over the videos done in this run."""
+        return self.tracked_frames / max(self.frames, 1)
 
 
 def plan_work(
@@ -341,6 +379,7 @@ def run_extraction(
             else:
                 summary.done += 1
                 summary.frames += outcome.frames
+                summary.tracked_frames += outcome.tracked_frames
                 summary.track_seconds += outcome.track_seconds
             summary.busy_seconds += outcome.busy_seconds
             if on_video:
