@@ -240,7 +240,7 @@ class CorruptClips:
         for i in corrupt_video[corrupt_video >= 0].tolist():
             if i not in self.seen:
                 self.seen.add(i)
-                self.warn(f"warning: {self.dataset.diagnose(i)}; its clips are skipped")
+                self.warn(f"{self.dataset.diagnose(i)}; its clips are skipped")
         if self.total > max(1.0, self.max_fraction * self.read):
             raise StoreError(
                 f"{self.total} of {self.read} clips read were corrupt (more than "
