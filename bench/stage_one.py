@@ -73,14 +73,9 @@ def bench_stage_one(work: Path, videos: int, frames: int, repeats: int, grid: in
     store_path = work / "store-default-0.zarr"
 
     total_frames = sum(len(v.frames) for v in decoded)
-    video_dirs = list((store_path / "videos").iterdir())
-    frame_bytes = sum(_array_bytes(d / "frames") for d in video_dirs)
-    track_bytes = sum(
-        _array_bytes(d / name)
-        for d in video_dirs
-        for name in ("positions", "visible", "confidence", "query_frames")
-        if (d / name).exists()
-    )
+    part_dirs = list((store_path / "parts").iterdir())
+    frame_bytes = sum(_array_bytes(d / "frames") for d in part_dirs)
+    track_bytes = sum(_array_bytes(d / "tracks") for d in part_dirs)
     h, w = decoded[0].frames.shape[1:3]
     bare_s, pipe_s, one_set_s = min(bare), min(pipeline), min(pipeline_one_set)
     return {

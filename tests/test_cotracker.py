@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from mosic.stages.queries import grid_points, query_frames, track_query_sets
 from mosic.stages.trackers import build_tracker
 from mosic.stages.trackers.cotracker import CoTrackerUnavailable
-from mosic.store_schema import video_key
+from mosic.store_schema import TrackStore, video_key
 
 MOTION = (1.5, -0.75)  # x, y pixels per frame, the stand-in's weights
 VIS_INSIDE, VIS_OUTSIDE, CONFIDENCE = 0.95, 0.5, 0.7
@@ -326,13 +326,13 @@ def test_extract_tracks_stores_the_models_motion(repo, tmp_path):
     # Sets at 0 and 8; CoTracker3's default window holds two: 9 + 8 = 17 frames of 20.
     assert "0.85 tracker frame-passes per stored frame" in result.output
 
-    group = zarr.open_group(store, mode="r")[f"videos/{video_key('synth_000.mp4')}"]
-    positions = group["positions"][:]  # (Q, horizon, N, 2)
+    stored = TrackStore.open(store).read_video(video_key("synth_000.mp4"))
+    positions = stored.positions  # (Q, horizon, N, 2)
     assert positions.shape == (2, 9, 16, 2)
     step = np.arange(9, dtype=np.float32)[:, None, None] * np.asarray(MOTION, np.float32)
     for q in range(2):
         np.testing.assert_allclose(positions[q], grid_points(48, 64, 4)[None] + step, atol=1e-4)
-    np.testing.assert_allclose(group["confidence"][:], 0.7, atol=1e-3)  # stored quantised
+    np.testing.assert_allclose(stored.confidence, 0.7, atol=1e-3)  # stored quantised
     attrs = zarr.open_group(store, mode="r").attrs.asdict()
     assert "cotracker3-offline" in str(attrs) and "scaled_offline.pth" in str(attrs)
     assert attrs["extraction"]["window"] == 17

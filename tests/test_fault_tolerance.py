@@ -45,12 +45,12 @@ def reference(videos, tmp_path_factory):
 
 
 def _complete_videos(store: Path) -> int:
-    """Video groups marked complete (indexed or not yet), read while the run writes."""
+    """Videos in finished parts (indexed or not yet), read while the run writes."""
     complete = 0
-    for path in store.glob("videos/*/zarr.json"):
+    for path in store.glob("parts/*/zarr.json"):
         try:
-            complete += '"complete": true' in path.read_text()
-        except FileNotFoundError:  # a group being rewritten right now
+            complete += len(json.loads(path.read_text())["attributes"]["videos"])
+        except (FileNotFoundError, ValueError, KeyError):  # a part being written right now
             continue
     return complete
 
@@ -125,13 +125,13 @@ def test_a_stale_lock_of_a_dead_run_is_taken_over(videos, tmp_path):
 
 def _limit_file_size() -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
-    resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, 400_000))
 
 
 def test_a_refused_write_fails_the_video_and_keeps_the_store_valid(tmp_path):
     src = tmp_path / "videos"
-    # Frames are stored in shards of 64: ~12 x 37 kB for the small video, ~64 x 37 kB (more
-    # than the 1 MB limit) for the large one.
+    # One part for both (--batch-videos 2), large first: its frames (~120 x 5 kB of JPEG) pass
+    # the 400 kB limit midway; the part is cut back to before it and small goes on in it.
     write_video_file(make_video(0, num_frames=12, height=96, width=128), src / "small.mp4")
     write_video_file(make_video(1, num_frames=120, height=96, width=128), src / "large.mp4")
     path = tmp_path / "tracks.zarr"
@@ -148,6 +148,8 @@ def test_a_refused_write_fails_the_video_and_keeps_the_store_valid(tmp_path):
         "128x96",
         "--workers",
         "0",
+        "--batch-videos",
+        "2",
         preexec_fn=_limit_file_size,
     )
     code, out = finish(run)
@@ -158,4 +160,4 @@ def test_a_refused_write_fails_the_video_and_keeps_the_store_valid(tmp_path):
     assert failure.key == "large" and failure.stage == "write"
     assert "File too large" in failure.reason
     assert validate_store(store).ok
-    assert not (path / "videos" / "large").exists()
+    assert [r.key for records in store.finished_parts().values() for r in records] == ["small"]

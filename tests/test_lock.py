@@ -160,3 +160,21 @@ def test_an_owner_whose_lock_was_taken_over_stops_at_once(tmp_path):
 def test_the_filesystem_type_is_read_from_the_mounts(tmp_path):
     assert filesystem_type(Path("/proc/self")) == "proc"
     assert filesystem_type(tmp_path) not in {"", "proc"}
+
+
+def test_a_lock_released_while_a_forked_child_lives_can_be_taken_again(tmp_path):
+    """A child forked while the lock was held (the extraction's I/O child) shares the flock;
+    leaving the lock must release it anyway, so the same process can lock the store again."""
+    import multiprocessing
+
+    store = tmp_path / "tracks.zarr"
+    context = multiprocessing.get_context("fork")
+    with WriterLock(store):
+        child = context.Process(target=time.sleep, args=(30,))
+        child.start()
+    try:
+        with WriterLock(store):
+            pass
+    finally:
+        child.kill()
+        child.join()

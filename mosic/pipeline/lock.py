@@ -276,5 +276,7 @@ class WriterLock:
         current = _read(self.path)
         if current is not None and current.token == self._owner.token:
             os.ftruncate(self._fd, 0)
+        if self.flock:  # a child forked meanwhile shares the lock: release it for all
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None
