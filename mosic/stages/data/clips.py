@@ -160,9 +160,9 @@ class ClipDataset(torch.utils.data.Dataset):
         ``rng.integers(usable[i])``, then ``augment_clip(..., rng)`` on its clip, then
         ``select_points(..., points_per_clip, input_size, rng)`` (unless points_per_clip is 0).
         Returns frames (F, 3, S, S) uint8, positions (F, N, 2) float32 (x, y) output pixels,
-        visible (F, N) bool (N = points_per_clip), index () int64 (= i), corrupt () int64 (corrupt videos skipped
-        for this item: the clip is then the next readable video's) and corrupt_video () int64
-        (the first of them, -1 if none).
+        visible (F, N) bool (N = points_per_clip), index () int64 (= i), corrupt () int64
+        (corrupt videos skipped for this item: the clip is then the next readable video's) and
+        corrupt_video () int64 (the first of them, -1 if none).
         """
         epoch, i = item if isinstance(item, tuple) else (self.epoch, item)
         corrupt = []
