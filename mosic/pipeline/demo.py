@@ -180,7 +180,7 @@ def cluster_maps(video: SyntheticVideo, models: dict, cfg: DemoConfig, path: Pat
     columns = [np.stack(frames), palette[np.stack(masks)]]
     k = int(video.masks.max()) + 1
     for model, weights in models.values():
-        features = DenseFeatures(load_eval_backbone(model, weights, cfg.input_size))(
+        features = DenseFeatures(load_eval_backbone(model, weights))(
             np.stack(frames)
         )  # (F, D, h, w)
         maps = []

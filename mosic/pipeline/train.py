@@ -29,6 +29,7 @@ from mosic.pipeline.train_step import (
 )
 from mosic.stages.data.clips import ClipDataset
 from mosic.stages.data.sampler import ClipBatchSampler, EpochBatches
+from mosic.stages.model.backbone import check_resumable_grid
 from mosic.stages.model.network import MoSiCNetwork, make_teacher
 from mosic.stages.objective import StepStats
 
@@ -220,6 +221,7 @@ def _restore(path, cfg, student, teacher, optimizer, scheduler, device) -> int:
         raise CheckpointError(
             f"{path}: trained with --lora-rank {saved.get('lora_rank', 0)}, not {cfg.lora_rank}"
         )
+    check_resumable_grid(student.backbone, state["student"], "backbone.", path)
     student.load_state_dict(state["student"])
     teacher.load_state_dict(state["teacher"])
     optimizer.load_state_dict(state["optimizer"])
