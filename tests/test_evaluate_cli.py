@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -77,12 +78,33 @@ def test_each_benchmark_runs_and_writes_json(data, tmp_path, benchmark):
     args += ["--benchmark", benchmark, "--data-root", str(root), "--input-size", "64"]
     result = CliRunner().invoke(app, [*args, *RUNS[benchmark], "--output", str(out)])
     assert result.exit_code == 0, result.output
-    assert result.output.count("\n") == 1 and f"{benchmark} on " in result.output
+    assert result.stdout.count("\n") == 1 and f"{benchmark} on " in result.stdout
+    assert_every_phase_reports_progress(result.stderr)
     saved = json.loads(out.read_text())
     metrics = saved["metrics"]
     scores = [v["miou"] for v in metrics["k"].values()] if "k" in metrics else [metrics["miou"]]
     assert all(0.0 < s <= 1.0 for s in scores)
     assert saved["total_s"] > 0
+
+
+PHASE_START = re.compile(r"^(?P<name>.+?): (?P<total>[\d,]+) (?P<unit>\w+)$|^(?P<step>.+) \.\.\.$")
+
+
+def assert_every_phase_reports_progress(stderr: str) -> None:
+    """Each phase announces itself and ends with its time; a counted phase reports its rate at
+    the end and, when it has several steps, lines with rate and ETA on the way."""
+    lines = stderr.splitlines()
+    phases = [m for line in lines if (m := PHASE_START.match(line))]
+    assert phases, stderr
+    for m in phases:
+        name = m["name"] or m["step"]
+        done = [line for line in lines if line.startswith(f"{name}: done in ")]
+        assert len(done) == 1, (name, stderr)
+        if m["total"]:
+            assert done[0].endswith(f"{m['unit']}/s)"), done
+            if int(m["total"].replace(",", "")) >= 10:
+                assert any(re.search(rf"^{re.escape(name)}: [\d,]+/.*/s, ETA \d", line)
+                           for line in lines), (name, stderr)  # fmt: skip
 
 
 def test_missing_dataset_and_wrong_pairing_are_one_line_errors(data, tmp_path):

@@ -30,14 +30,15 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import InterpolationMode
 
 from mosic.stages.data import augment
 from mosic.stages.evaluation.datasets.base import SegmentationDataset, SegmentationSample
 from mosic.stages.evaluation.features import DenseFeatures
 from mosic.stages.evaluation.kmeans import cluster_map
 from mosic.stages.evaluation.knn import knn
-from mosic.stages.evaluation.metrics import confusion_matrix, confusion_miou
+from mosic.stages.evaluation.mask_resize import pil_nearest
+from mosic.stages.evaluation.metrics import confusion_matrix, confusion_miou, miou_fields
+from mosic.stages.evaluation.progress import QUIET, Advance, Phases
 from mosic.stages.evaluation.visuals import Visual, VisualSink
 
 View = Callable[[SegmentationSample, np.random.Generator], tuple[torch.Tensor, torch.Tensor]]
@@ -79,10 +80,12 @@ def evaluate_hummingbird(
     features: DenseFeatures,
     config: HummingbirdConfig,
     visuals: VisualSink | None = None,
+    progress: Phases = QUIET,
 ) -> dict:
     """Build the memory bank from ``train``, label ``val`` by retrieval, score it.
 
-    Returns ``miou``, ``per_class_iou`` (list, NaN for classes absent from val), ``bank_size``
+    Returns ``metrics.miou_fields`` (``miou``, the field's figure over all classes;
+    ``miou_present_classes``; ``per_class_iou``, NaN for classes absent from val), ``bank_size``
     (rows), ``bank_bytes`` (features + labels), ``patches_per_view``, and the wall seconds of
     ``build_bank_s`` (augment, extract, sample), ``val_features_s``, ``retrieve_s`` (search and
     label transfer) and ``score_s`` (upsample, argmax, confusion, matching).
@@ -93,14 +96,16 @@ def evaluate_hummingbird(
         raise ValueError(f"input_size {config.input_size} not a multiple of {features.patch_size}")
     device = torch.device(config.device) if config.device else features.device
     t0 = time.perf_counter()
-    bank, labels, per_view = build_memory(train, features, config, device)
+    views = len(train) * config.aug_epochs
+    with progress.phase("memory bank", views, "views") as advance:
+        bank, labels, per_view = build_memory(train, features, config, device, advance)
     t1 = time.perf_counter()
-    confusion, times = _label_val(val, features, bank, labels, config, visuals)
+    with progress.phase("label transfer", len(val), "images") as advance:
+        confusion, times = _label_val(val, features, bank, labels, config, visuals, advance)
     t2 = time.perf_counter()
-    miou, per_class = confusion_miou(confusion, "hungarian")
+    per_class = confusion_miou(confusion, "hungarian")[1]
     return {
-        "miou": miou,
-        "per_class_iou": per_class.tolist(),
+        **miou_fields(per_class),
         "bank_size": len(bank),
         "bank_bytes": bank.nbytes + labels.nbytes,
         "patches_per_view": per_view,
@@ -116,9 +121,11 @@ def build_memory(
     features: DenseFeatures,
     config: HummingbirdConfig,
     device: torch.device,
+    advance: Advance = lambda n: None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """The memory bank: features (M, D) L2-normalised and labels (M, C) class histograms, both
-    ``config.bank_dtype`` on ``device``, and the number of patches kept per view."""
+    ``config.bank_dtype`` on ``device``, and the number of patches kept per view;
+    ``advance(n)`` after every batch of n views."""
     grid = config.input_size // features.patch_size
     n_patches = grid * grid
     views = len(train) * config.aug_epochs
@@ -156,6 +163,7 @@ def build_memory(
             bank[row : row + n] = F.normalize(feats.flatten(0, 1), dim=1).to(bank.dtype)
             labels[row : row + n] = hist.flatten(0, 1).to(labels.dtype)
             row += n
+            advance(len(images))
     return bank, labels, per_view
 
 
@@ -200,10 +208,12 @@ def _label_val(
     labels: torch.Tensor,
     config: HummingbirdConfig,
     visuals: VisualSink | None = None,
+    advance: Advance = lambda n: None,
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Retrieval labels of every validation image, scored: the (C, C) confusion of predicted
     against true classes and the seconds spent in features / retrieve / score; the first
-    ``visuals.count`` images and their labels go to ``visuals``."""
+    ``visuals.count`` images and their labels go to ``visuals``; ``advance(n)`` after every
+    batch of n images."""
     num_classes = labels.shape[1]
     grid = config.input_size // features.patch_size
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
@@ -231,6 +241,7 @@ def _label_val(
         times["features"] += t1 - t0
         times["retrieve"] += t2 - t1
         times["score"] += t3 - t2
+        advance(len(images))
     return confusion, times
 
 
@@ -267,13 +278,11 @@ def crop_box(
 def resized_crop(
     image: torch.Tensor, mask: torch.Tensor, box: tuple[int, int, int, int], size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Crop ``box`` of image (3, H, W) uint8 and mask (H, W) int64 and resize to size x size:
-    the image bilinear with antialiasing, the mask nearest."""
+    """Crop ``box`` (top, left, height, width; inside the image) of image (3, H, W) uint8 and
+    mask (H, W) int64 and resize to size x size: the image bilinear with antialiasing, the mask
+    with PIL's nearest neighbours (as the references, on PIL images)."""
     image = TF.resized_crop(image, *box, [size, size], antialias=True)
-    mask = TF.resized_crop(
-        mask[None].float(), *box, [size, size], interpolation=InterpolationMode.NEAREST
-    )
-    return image, mask[0].long()
+    return image, pil_nearest(mask, size, box)
 
 
 def resize(image: torch.Tensor, mask: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
