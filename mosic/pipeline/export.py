@@ -7,11 +7,12 @@ import os
 import tempfile
 from pathlib import Path
 
+import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from mosic.pipeline.checkpoint import CheckpointError, load_checkpoint
-from mosic.stages.model.backbone import create_backbone, timm_kwargs, timm_name
+from mosic.stages.model.backbone import create_backbone, load_weights, timm_kwargs, timm_name
 from mosic.stages.model.network import student_backbone_state
 
 
@@ -33,7 +34,9 @@ def export_backbone(checkpoint: str | Path, output: str | Path) -> tuple[Path, s
         raise CheckpointError(f"{checkpoint}: not a mosic training checkpoint")
     weights = {k: v.contiguous() for k, v in student_backbone_state(state).items()}
     backbone = state["config"]["backbone"]
-    model = create_backbone(backbone, weights=weights, source=f"{checkpoint} (student backbone)")
+    with torch.device("meta"):  # checks the weights against the backbone; nothing initialised
+        model = create_backbone(backbone)
+    load_weights(model, dict(weights), backbone, f"{checkpoint} (student backbone)")
     output = Path(output)
     metadata = {
         "timm_name": timm_name(backbone),

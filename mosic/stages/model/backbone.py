@@ -127,8 +127,9 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], name: str, so
             f"{source}: weights of another architecture than {name} "
             f"({mismatch_line(shapes(state), expected) or 'keys differ'}); {looks}"
         )
-    state = fitted
-    model.load_state_dict(state, strict=True)
+    # A model built on the meta device (to read its shapes only) takes the tensors as they are.
+    meta = any(p.is_meta for p in model.parameters())
+    model.load_state_dict(fitted, strict=True, assign=meta)
 
 
 def fit_state_dict(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
