@@ -40,7 +40,11 @@ def evaluate_command(
     ] = None,
     memory_size: Annotated[int | None, typer.Option(help="hummingbird: memory bank rows.")] = None,
     clusters: Annotated[
-        str | None, typer.Option(help="overclustering: K values, e.g. '21,100,300,500'.")
+        str | None,
+        typer.Option(
+            help="overclustering: K values, e.g. '21,100,300,500'; video: one K for every "
+            "unit (default: the unit's number of ground-truth ids)."
+        ),
     ] = None,
     video_mode: Annotated[str, typer.Option(help="video: frame, clip or dataset.")] = "frame",
     kmeans_backend: Annotated[

@@ -86,6 +86,8 @@ def _check(request: EvalRequest) -> None:
         raise ValueError(
             f"--kmeans-backend {request.kmeans_backend!r}: use one of {', '.join(BACKENDS)}"
         )
+    if request.benchmark == "video" and request.clusters and len(request.clusters) != 1:
+        raise ValueError("--clusters for video: one K for every unit (TimeT's default 10)")
     if request.subset_file and request.benchmark not in ("hummingbird", "linear"):
         raise ValueError("--subset-file selects training images: hummingbird and linear only")
     if request.subset_file and request.fraction < 1:
@@ -160,9 +162,10 @@ def run_evaluation(
     backend = request.kmeans_backend
     common = {"visuals": visuals, "progress": progress}
     if request.benchmark == "video":
+        fixed = request.clusters[0] if request.clusters else None  # None: the unit's id count
         metrics = evaluate_video(
-            val, features, mode=request.video_mode, input_size=size, kmeans_backend=backend,
-            **common,
+            val, features, mode=request.video_mode, num_clusters=fixed, input_size=size,
+            kmeans_backend=backend, **common,
         )  # fmt: skip
         eval_size = metrics["eval_size"]
     elif request.benchmark == "overclustering":

@@ -22,14 +22,12 @@ Distances are computed ``chunk`` rows at a time, so memory beyond the data stays
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 
-HAVE_FAISS = importlib.util.find_spec("faiss") is not None
 Backend = Literal["faiss", "torch"]
 BACKENDS = ("faiss", "torch")
 

@@ -151,7 +151,7 @@ def evaluate_video(
     the number of distinct ground-truth ids in the unit). eval_size: resolution of the scored
     masks (None: ``input_size`` for frame/clip, 112 for dataset). visuals: receives
     ``visuals.count`` annotated frames spread over the clips (see the module's docstring).
-    kmeans_backend: ``faiss`` or ``torch``. Returns ``{"mode", "miou", "averaged_over",
+    kmeans_backend: ``faiss`` or ``torch``. Returns ``{"mode", "miou", "averaged_over", "clusters",
     "num_clips", "num_frames", "num_units", "eval_size", "kmeans", "timings_s": {"features",
     "pca", "kmeans", "matching"}}``.
     """
@@ -235,6 +235,7 @@ def evaluate_video(
         "mode": mode,
         "miou": float(np.mean(scores)) if scores else float("nan"),
         "averaged_over": f"ids present in each {mode} (TimeT), then over the {mode}s",
+        "clusters": num_clusters or "the unit's number of ground-truth ids",
         "num_clips": num_clips,
         "num_frames": num_frames,
         "num_units": len(scores),
