@@ -7,9 +7,6 @@ retrieval must recover the labels. ``RandomFeatures`` carries no information: ch
 
 from __future__ import annotations
 
-import sys
-import types
-
 import numpy as np
 import pytest
 import torch
@@ -121,23 +118,8 @@ def test_knn_chunked_equals_brute_force(dtype):
         assert torch.allclose(full.gather(1, indices), scores, atol=1e-5)
 
 
-def test_knn_faiss_path_matches(monkeypatch):
-    """The faiss glue (float32 copies, chunk offsets), through a stand-in ``IndexFlatIP``."""
-
-    class IndexFlatIP:
-        def __init__(self, d: int):
-            self.data = np.zeros((0, d), dtype=np.float32)
-
-        def add(self, x: np.ndarray) -> None:
-            assert x.dtype == np.float32
-            self.data = np.concatenate([self.data, x])
-
-        def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-            s = q @ self.data.T
-            i = np.argsort(-s, axis=1)[:, :k]
-            return np.take_along_axis(s, i, 1), i
-
-    monkeypatch.setitem(sys.modules, "faiss", types.SimpleNamespace(IndexFlatIP=IndexFlatIP))
+def test_knn_faiss_path_matches():
+    """The faiss path (float32 copies, chunk offsets) against the torch one."""
     g = torch.Generator().manual_seed(1)
     queries, bank = torch.randn(20, 8, generator=g), torch.randn(300, 8, generator=g).half()
     want = knn(queries, bank, 5, 7, 64, use_faiss=False)

@@ -26,6 +26,16 @@ class Phases:
         yield lambda n=1: None
 
 
+def _rate(done: int, seconds: float, unit: str) -> str:
+    """``12.34 images/s``, or ``8.1 s/image`` below one a second."""
+    rate = done / max(seconds, 1e-9)
+    return (
+        f"{rate:,.2f} {unit}/s"
+        if rate >= 1
+        else f"{1 / max(rate, 1e-9):,.1f} s/{unit[:-1] if unit.endswith('s') else unit}"
+    )
+
+
 def _duration(seconds: float) -> str:
     seconds = max(0, round(seconds))
     if seconds < 60:
@@ -61,17 +71,16 @@ class ConsolePhases(Phases):
             now = time.perf_counter()
             step = int(10 * done / total) if total else 0
             if total and done < total and (step > tenth or now - last >= self.every_s):
-                rate = done / max(now - start, 1e-9)
-                eta = (total - done) / max(rate, 1e-9)
+                eta = (total - done) * (now - start) / done
                 self.console.print(
-                    f"{label}: {done:,}/{total:,} {unit}, {rate:,.2f} {unit}/s, "
+                    f"{label}: {done:,}/{total:,} {unit}, {_rate(done, now - start, unit)}, "
                     f"ETA {_duration(eta)}"
                 )
                 tenth, last = step, now
 
         yield advance
         seconds = time.perf_counter() - start
-        rate = f" ({done / max(seconds, 1e-9):,.2f} {unit}/s)" if done else ""
+        rate = f" ({_rate(done, seconds, unit)})" if done else ""
         self.console.print(f"{label}: done in {_duration(seconds)}{rate}")
 
     @contextmanager
