@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from mosic.stages.evaluation.datasets.base import IGNORE, SegmentationSample
 from mosic.stages.evaluation.hummingbird import (
     HummingbirdConfig,
+    build_memory,
     crop_box,
     evaluate_hummingbird,
     patch_histograms,
@@ -176,6 +177,21 @@ def test_crop_box_fits_and_covers_the_scale():
 
 def _config(train: Synthetic) -> HummingbirdConfig:
     return HummingbirdConfig(input_size=64, memory_size=len(train) * 2 * 32, batch=8)
+
+
+def test_ignored_training_pixels_count_as_class_0_in_the_bank_as_in_the_reference():
+    """open-hummingbird-eval's ``_create_memory`` turns VOC's 255 into 0 (and keeps ADE20K's
+    "other", 0): every pixel of a training view lands in some class of the bank's labels."""
+    train = Synthetic(4, (64, 64), seed=5, ignore=True)
+    config = HummingbirdConfig(input_size=64, memory_size=None, aug_epochs=1, batch=4)
+    cpu = torch.device("cpu")
+    _, labels, _ = build_memory(train, ColourFeatures(), config, cpu)
+    torch.testing.assert_close(labels.float().sum(1), torch.ones(len(labels)))
+    replace = dict(config.__dict__, ignored_label=None)
+    _, apart, _ = build_memory(train, ColourFeatures(), HummingbirdConfig(**replace), cpu)
+    assert (apart.float().sum(1) < 0.99).any()  # ignored pixels in no class
+    moved = labels.float()[:, 0] - apart.float()[:, 0]
+    torch.testing.assert_close(moved, 1 - apart.float().sum(1))  # ...all of them into class 0
 
 
 def test_hummingbird_recovers_the_labels_exactly_on_grid_aligned_stripes():

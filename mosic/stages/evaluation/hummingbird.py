@@ -8,7 +8,8 @@ does) ``aug_epochs`` times; of each view ``memory_size // (len(train) * aug_epoc
 enter the memory bank, the ones with the lowest (rare-class score x uniform random factor),
 where a patch's rare-class score is the summed number of the image's patches that contain each
 class the patch contains. A patch is stored as its L2-normalised feature and its label: the
-class histogram of its pixels (the fraction of its p x p pixels in each class). Each
+class histogram of its pixels (the fraction of its p x p pixels in each class; ignored pixels
+count as class 0, as the reference turns VOC's 255 into 0). Each
 validation image is resized to ``input_size``; each of its patches takes the softmax over
 (cosine similarity / temperature) of its ``k`` nearest bank patches as weights of their labels;
 the (C, h, w) label maps are bilinearly upsampled to ``input_size``, argmaxed, and scored
@@ -32,7 +33,7 @@ import torchvision.transforms.v2.functional as TF
 from torch.utils.data import DataLoader, Dataset
 
 from mosic.stages.data import augment
-from mosic.stages.evaluation.datasets.base import SegmentationDataset, SegmentationSample
+from mosic.stages.evaluation.datasets.base import IGNORE, SegmentationDataset, SegmentationSample
 from mosic.stages.evaluation.features import DenseFeatures
 from mosic.stages.evaluation.kmeans import cluster_map
 from mosic.stages.evaluation.knn import knn
@@ -54,7 +55,10 @@ class HummingbirdConfig:
     bank's storage (float16 halves the reference's float32; its rounding, ~5e-4 relative, moves
     a cosine by well under the 0.02 temperature). ``device``: where the bank and the search live
     (None: the features' device). ``query_chunk``/``bank_chunk``: ``knn``'s working blocks.
-    ``workers``: DataLoader processes for reading and augmenting images.
+    ``workers``: DataLoader processes for reading and augmenting images. ``ignored_label``: the
+    class ignored pixels of the training views count as in the bank's labels (0, as the
+    reference's ``_create_memory`` turns VOC's 255 into 0 and keeps ADE20K's "other", 0; None:
+    in no class). Ignored pixels of the validation images are never scored.
     """
 
     input_size: int = 512
@@ -72,6 +76,7 @@ class HummingbirdConfig:
     query_chunk: int = 4096
     bank_chunk: int = 65536
     workers: int = 0
+    ignored_label: int | None = 0
 
 
 def evaluate_hummingbird(
@@ -154,6 +159,8 @@ def build_memory(
             if feats.shape[2:] != (grid, grid):
                 raise ValueError(f"features of {tuple(feats.shape)}, expected a {grid}^2 grid")
             feats = feats.flatten(2).transpose(1, 2).to(device)  # (B, N, D)
+            if config.ignored_label is not None:
+                masks = masks.masked_fill(masks == IGNORE, config.ignored_label)
             hist = patch_histograms(masks, features.patch_size, num_classes).to(device)
             if per_view < n_patches:
                 keep = sample_patches(hist, per_view, generator).to(device)  # (B, per_view)
