@@ -82,6 +82,7 @@ class LKTracker:
 
     name = "lk"
     version = "2"
+    window_sets = 8  # measured: bench/stage_one.py, docs/benchmarks.md
 
     def __init__(self, config: LKConfig | None = None, **options: float) -> None:
         self.config = replace(config or LKConfig(), **options)
@@ -90,27 +91,35 @@ class LKTracker:
         """The LKConfig fields as a dict."""
         return asdict(self.config)
 
-    def track_batch(self, videos: list[tuple[np.ndarray, np.ndarray]]) -> list[TrackResult]:
+    def track_batch(
+        self, videos: list[tuple[np.ndarray, np.ndarray]], horizon: int | None = None
+    ) -> list[TrackResult]:
         """``track`` on each (frames (T, H, W, 3) uint8, queries (N, 3)) pair in turn."""
-        return [self.track(frames, queries) for frames, queries in videos]
+        return [self.track(frames, queries, horizon) for frames, queries in videos]
 
-    def track(self, frames: np.ndarray, queries: np.ndarray) -> TrackResult:
-        """Track (N, 3) queries ``(t, x, y)`` through frames (T, H, W, 3) uint8 RGB.
+    def track(
+        self, frames: np.ndarray, queries: np.ndarray, horizon: int | None = None
+    ) -> TrackResult:
+        """Track (N, 3) queries ``(t, x, y)`` through frames (T, H, W, 3) uint8 RGB, each for
+        ``horizon`` frames from its own frame (None: to the last frame).
 
-        Returns positions (T, N, 2) float32 (NaN before each query's frame), visible (T, N)
-        and confidence (T, N) float32 in [0, 1].
+        Returns positions (T, N, 2) float32 (NaN before each query's frame and after its
+        horizon), visible (T, N) and confidence (T, N) float32 in [0, 1].
         """
-        return _Run(self.config, frames, queries).result
+        return _Run(self.config, frames, queries, horizon).result
 
 
 class _Run:
     """The state of one ``LKTracker.track`` call; ``result`` holds the tracks."""
 
-    def __init__(self, cfg: LKConfig, frames: np.ndarray, queries: np.ndarray) -> None:
+    def __init__(
+        self, cfg: LKConfig, frames: np.ndarray, queries: np.ndarray, horizon: int | None
+    ) -> None:
         self.cfg = cfg
         num_frames, self.height, self.width = frames.shape[:3]
         n = len(queries)
         self.start = np.round(queries[:, 0]).astype(int)
+        self.end = self.start + (horizon or num_frames)  # a query's rows: start .. end - 1
         self.positions = np.full((num_frames, n, 2), np.nan, np.float32)
         self.visible = np.zeros((num_frames, n), bool)
         self.confidence = np.zeros((num_frames, n), np.float32)
@@ -142,9 +151,10 @@ class _Run:
         side = 2 * cfg.tile_radius + 1
         self.ref_tiles = np.zeros((n, side, side), np.uint8)
         self.ref_centres = np.zeros((n, 2), int)
-        for s in range(self.start.min(), num_frames):
+        last = min(num_frames, self.end.max())
+        for s in range(self.start.min(), last):
             self._record(s)
-            if s + 1 < num_frames:
+            if s + 1 < last:
                 self._advance(s)
         self.result = TrackResult(self.positions, self.visible | self.glimpsed, self.confidence)
 
@@ -160,7 +170,7 @@ class _Run:
             self.templates[new] = patches_at(self._float(s), self.pos[new], self.cfg.patch)
             self._reference(new, s)
             self.confidence[s, new] = self.shown[new]
-        active = self.start <= s
+        active = (self.start <= s) & (s < self.end)
         self.positions[s, active] = self.pos[active]
         self.visible[s, active] = self.shown[active]
 
@@ -222,7 +232,7 @@ class _Run:
         """Move every started query from frame ``s`` to ``s + 1``."""
         cfg = self.cfg
         image = self._float(s + 1)
-        active = self.start <= s
+        active = (self.start <= s) & (s + 1 < self.end)
         moved = np.zeros_like(self.pos)
         ok = np.zeros(len(self.pos), bool)
         track = np.flatnonzero(active & self.shown)
@@ -241,7 +251,8 @@ class _Run:
         self.pos[active] += moved[active]
         self.step[active] = moved[active]
         self.shown[:] = ok
-        self._recover(s + 1, hidden, image)
+        for start in np.unique(self.start[hidden]):  # per query set: tracks of one set do not
+            self._recover(s + 1, hidden[self.start[hidden] == start], image)  # hang on others'
         self._glimpse(s + 1, hidden[~self.shown[hidden]], image)
         refresh = np.flatnonzero(active & self.shown)
         seen = patches_at(image, self.pos[refresh], cfg.patch)
