@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -119,8 +120,8 @@ def test_old_checkpoints_are_evaluated_with_their_grid_and_not_resumed(store, tm
     assert position_grid(load_eval_backbone(str(old))) == (4, 4)
     evaluated = CliRunner().invoke(app, ["export", str(old), "-o", str(tmp_path / "old.st")])
     assert evaluated.exit_code == 0 and "img_size=64" in evaluated.stdout
-    with pytest.raises(WeightsError) as err:
-        train(cfg, resume=old)
+    with pytest.raises(WeightsError) as err:  # resumed into a folder that holds no other run
+        train(replace(cfg, output=str(tmp_path / "resumed")), resume=old)
     assert "old.pt: its backbone has a 4x4 position grid, this run's 14x14" in str(err.value)
     assert "start a new run" in str(err.value) and "\n" not in str(err.value)
 
