@@ -180,7 +180,7 @@ def cluster_maps(
     kept: dict[str, list[Visual]] = {}
     for label, (model, weights) in models.items():
         sink = _Keep(cfg.frames_shown)
-        features = DenseFeatures(load_eval_backbone(model, weights, size))
+        features = DenseFeatures(load_eval_backbone(model, weights))
         evaluate_video(dataset, features, mode="dataset", input_size=size, visuals=sink)
         kept[label] = sink.kept
     shown = next(iter(kept.values()))

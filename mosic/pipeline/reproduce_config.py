@@ -30,7 +30,10 @@ class Evaluation:
     options: dict = field(default_factory=dict)  # further EvalRequest fields
     reference: float | None = None
     source: str | None = None  # a key of reference_numbers.SOURCES
-    metric: str = "miou"  # the result's number shown (track-consistency: cosine or margin)
+    # The result's figure: "miou" (the field's, averaged over all classes as the references
+    # do), "miou_present_classes" (over the classes the evaluation data holds); track
+    # consistency: "cosine" or "margin".
+    metric: str = "miou"
 
     def score(self, result: dict) -> float:
         """The column's number (x 100) from a result JSON; overclustering: the first K."""

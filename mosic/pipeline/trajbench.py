@@ -113,7 +113,7 @@ def consistency_result(request: dict) -> dict:
     """The track-consistency column: ``request`` names ``model``, ``weights``, ``data`` (a
     ``consistency.npz``) and ``input_size``. Returns ``{"request", "metrics"}`` (metrics:
     ``track_consistency``'s)."""
-    backbone = load_eval_backbone(request["model"], request["weights"], request["input_size"])
+    backbone = load_eval_backbone(request["model"], request["weights"])
     clips = consistency_clips(Path(request["data"]))
     metrics = track_consistency(DenseFeatures(backbone), clips, request["input_size"])
     return {"request": request, "metrics": metrics}
