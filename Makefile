@@ -25,14 +25,18 @@ format: $(STAMP)
 test: lint
 	$(BIN)/pytest -q
 
+# The CPU benchmarks run torch on one thread unless OMP_NUM_THREADS says otherwise: a tiny ViT
+# gains little from two, and on a shared machine two threads ran the start model ~8x slower.
+CPU_THREADS ?= 1
+
 demo: $(STAMP)
-	$(BIN)/mosic demo --out $(DEMO_DIR)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$(CPU_THREADS)} $(BIN)/mosic demo --out $(DEMO_DIR)
 
 reproduce: $(STAMP)
 	$(BIN)/mosic reproduce --all configs/paper --work runs/reproduce --output results
 
 reproduce-mini: $(STAMP)
-	$(BIN)/mosic reproduce --all configs/mini --work runs/reproduce-mini --output results/mini
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$(CPU_THREADS)} $(BIN)/mosic reproduce --all configs/mini --work runs/reproduce-mini --output results/mini
 
 bench: $(STAMP)
 	$(BIN)/python bench/stage_one.py --out runs/bench
