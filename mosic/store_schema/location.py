@@ -124,6 +124,32 @@ class StoreLocation:
         with unreachable(self.url):
             return self.filesystem().cat_file(self._at(relative))
 
+    def read_many(self, relatives: Sequence[str]) -> dict[str, bytes | None]:
+        """Whole files, None for each missing one (an object store's are fetched concurrently)."""
+        if not self.remote:
+            found = {}
+            for relative in relatives:
+                try:
+                    found[relative] = self.read(relative)
+                except (FileNotFoundError, NotADirectoryError):
+                    found[relative] = None
+            return found
+        if not relatives:
+            return {}
+        urls = [self._at(r) for r in relatives]
+        with unreachable(self.url):  # whole objects: no start, no end
+            got = self.filesystem().cat_ranges(urls, None, None, on_error="return")
+        out = {}
+        for relative, value in zip(relatives, got, strict=True):
+            if isinstance(value, FileNotFoundError):
+                out[relative] = None
+            elif isinstance(value, Exception):
+                with unreachable(self.url):
+                    raise value
+            else:
+                out[relative] = value
+        return out
+
     def size(self, relative: str) -> int:
         """A file's size in bytes; FileNotFoundError if it is missing."""
         if not self.remote:

@@ -161,6 +161,21 @@ def part_attrs(store: StoreLocation | Path | str, name: str) -> dict | None:
     return attrs if attrs.get(layout.COMPLETE_ATTR) else None
 
 
+def parts_attrs(store: StoreLocation | Path | str, names: list[str]) -> dict[str, dict | None]:
+    """``part_attrs`` of many parts (an object store's read concurrently)."""
+    location = StoreLocation.parse(store)
+    files = {name: f"{layout.part_path(name)}/zarr.json" for name in names}
+    found = location.read_many(list(files.values()))
+    out = {}
+    for name, file in files.items():
+        try:
+            attrs = json.loads(found[file]).get("attributes", {}) if found[file] else {}
+        except ValueError:
+            attrs = {}
+        out[name] = attrs if attrs.get(layout.COMPLETE_ATTR) else None
+    return out
+
+
 class PartReader:
     """Reads rows of one finished part (keeps no file open between reads)."""
 

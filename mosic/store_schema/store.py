@@ -25,7 +25,13 @@ from mosic.store_schema.chunks import FrameCodec, split_tracks
 from mosic.store_schema.errors import CorruptVideo, DamagedData, StoreError
 from mosic.store_schema.index import Index, create_index
 from mosic.store_schema.location import StoreLocation
-from mosic.store_schema.parts import PartWriter, encode_video, part_attrs, part_reader
+from mosic.store_schema.parts import (
+    PartWriter,
+    encode_video,
+    part_attrs,
+    part_reader,
+    parts_attrs,
+)
 from mosic.store_schema.records import Failure, VideoData, VideoMeta, VideoRecord
 
 
@@ -237,15 +243,14 @@ class TrackStore:
     def finished_parts(self) -> dict[str, list[VideoRecord]]:
         """Each finished part's videos (indexed or not): {part: records}."""
         found = {}
-        for name in self.part_names():
-            attrs = part_attrs(self.location, name)
+        for name, attrs in parts_attrs(self.location, self.part_names()).items():
             if attrs is not None:
                 found[name] = [VideoRecord.from_row(v) for v in attrs[layout.PART_VIDEOS_ATTR]]
         return found
 
     def remove_unfinished_parts(self) -> list[str]:
         """Remove parts a killed writer left half-written (writer lock holders only)."""
-        removed = [n for n in self.part_names() if part_attrs(self.location, n) is None]
+        removed = [n for n, a in parts_attrs(self.location, self.part_names()).items() if a is None]
         for name in removed:
             self.location.remove(layout.part_path(name))
         return removed
