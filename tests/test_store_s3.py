@@ -255,3 +255,15 @@ def test_an_unreachable_server_is_one_line(s3):
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: s3://{BUCKET}/extracted/tracks.zarr: ")
     assert "127.0.0.1:9" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_a_missing_bucket_is_one_line(s3, videos):
+    url = "s3://no-such-bucket/tracks.zarr"
+    result = run("extract-tracks", videos, "--store", url, *SETTINGS, "--workers", "0")
+    assert result.exit_code == 2
+    assert result.output == f"error: {url}.lock: The specified bucket does not exist\n"
+    result = run("store", "validate", url)
+    assert (
+        result.exit_code == 1
+        and result.output == f"error: {url}: not a mosic store (no zarr.json)\n"
+    )

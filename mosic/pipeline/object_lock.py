@@ -36,7 +36,8 @@ from mosic.pipeline.lock import (
     StoreLockedError,
     WriterLock,
 )
-from mosic.store_schema.location import StoreLocation
+from mosic.store_schema import StoreError
+from mosic.store_schema.location import StoreLocation, unreachable
 
 
 class _Conflict(Exception):
@@ -80,10 +81,13 @@ class ObjectLock:
             out = self.fs.call_s3(
                 "put_object", Bucket=self.bucket, Key=self.key, Body=owner.to_bytes(), **condition
             )
+        except FileNotFoundError as exc:  # no such bucket
+            raise StoreError(f"{self.url}: {exc}") from None
         except Exception as exc:
             if _is_conflict(exc):
                 raise _Conflict from None
-            raise
+            with unreachable(self.url):  # one line naming the lock object
+                raise
         return out["ETag"]
 
     def _get(self) -> tuple[Owner | None, str] | None:
@@ -91,8 +95,9 @@ class ObjectLock:
         no lock object. The ETag is read first: a write conditional on it fails if the object
         changed after that, so the record read is the one the condition holds for."""
         try:
-            etag = self.fs.info(self.url, refresh=True)["ETag"]
-            data = self.fs.cat_file(self.url)
+            with unreachable(self.url):
+                etag = self.fs.info(self.url, refresh=True)["ETag"]
+                data = self.fs.cat_file(self.url)
         except FileNotFoundError:
             return None
         return Owner.parse(data), etag
