@@ -267,3 +267,34 @@ def test_a_missing_bucket_is_one_line(s3, videos):
         result.exit_code == 1
         and result.output == f"error: {url}: not a mosic store (no zarr.json)\n"
     )
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from mosic.pipeline.object_lock import ObjectLock
+    from mosic.store_schema import StoreLocation
+
+    with ObjectLock(StoreLocation.parse(sys.argv[1]), heartbeat_seconds=0.2):
+        print("held", flush=True)
+        time.sleep(60)
+    """
+)
+
+
+def test_an_owner_whose_lock_was_taken_over_stops_at_its_next_heartbeat(s3):
+    location = StoreLocation.parse(f"s3://{BUCKET}/taken/tracks.zarr")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, location.url], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, **s3},
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "held\n"
+        other = replace(Owner.this_process(), host="elsewhere", boot_id="")
+        location.filesystem().pipe_file(location.beside(".lock"), other.to_bytes())
+        assert holder.wait(timeout=60) == -9  # SIGKILL: stopped at once
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "another run has taken this store's lock over (host elsewhere" in holder.stderr.read()
+    location.filesystem().rm(location.beside(".lock"))
