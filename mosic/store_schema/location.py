@@ -15,6 +15,7 @@ protocol already needs (a part exists for readers only once its ``zarr.json`` do
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -235,6 +236,14 @@ class ShardFile:
         """The bytes of each (offset, length) range."""
         raise NotImplementedError
 
+    def sized_read(
+        self, ranges: Sequence[tuple[int, int]]
+    ) -> tuple[int, list[bytes | BaseException]]:
+        """``size()`` and ``read(ranges)`` at once (concurrently from an object store): the
+        reads hold an exception where one failed (a range past the end of a short file), for
+        the caller to raise once it has checked the size."""
+        return self.size(), list(self.read(ranges))
+
     def close(self) -> None:
         """Release the file."""
 
@@ -273,6 +282,22 @@ class _RemoteFile(ShardFile):
         paths = [self.url] * len(ranges)
         with unreachable(self.url):
             return list(self.fs.cat_ranges(paths, starts, ends, on_error="raise"))
+
+    def sized_read(
+        self, ranges: Sequence[tuple[int, int]]
+    ) -> tuple[int, list[bytes | BaseException]]:
+        from fsspec.asyn import sync
+
+        async def both() -> list:
+            reads = [self.fs._cat_file(self.url, start=o, end=o + n) for o, n in ranges]
+            info = self.fs._info(self.url, refresh=True)
+            return await asyncio.gather(info, *reads, return_exceptions=True)
+
+        with unreachable(self.url):
+            info, *reads = sync(self.fs.loop, both)
+            if isinstance(info, BaseException):
+                raise info
+        return int(info["size"]), reads
 
 
 class StoreUnreachable(StoreError):

@@ -17,7 +17,7 @@ import google_crc32c
 import numpy as np
 
 from mosic.store_schema.errors import DamagedData
-from mosic.store_schema.location import StoreLocation
+from mosic.store_schema.location import StoreLocation, unreachable
 
 EMPTY = 2**64 - 1  # offset and length of a chunk that was never written
 _ENTRY = 16
@@ -106,23 +106,29 @@ def read_chunks(
     """The checked bytes (CRC32C verified and removed) of chunks ``rows`` of a shard file.
 
     ``name`` is the file's path in the store (``parts/<part>/<array>/<file>``), ``num_rows``
-    the shard's row count and ``size`` its size recorded at write time; reads the file's size,
-    one slice of the index (from the lowest to the highest row asked) and one range per chunk
-    (fetched concurrently from an object store).
+    the shard's row count and ``size`` its size recorded at write time; reads the file's size
+    and one slice of the index (from the lowest to the highest row asked), then one range per
+    chunk: two round trips from an object store, whose ranges are fetched concurrently.
     """
+    data_end = size - num_rows * _ENTRY - 4
+    low, high = min(rows), max(rows)
+    if low < 0 or high >= num_rows:
+        raise DamagedData(f"{name}: rows {low}..{high} asked, it has {num_rows}")
+    index_range = (data_end + low * _ENTRY, (high - low + 1) * _ENTRY)
     try:
         file = location.open_file(name)
-        actual = file.size()
     except FileNotFoundError:
         raise DamagedData(f"{name}: file missing") from None
     with file:
+        try:
+            actual, [raw] = file.sized_read([index_range])  # one round trip from a remote store
+        except FileNotFoundError:
+            raise DamagedData(f"{name}: file missing") from None
         if actual != size:
             raise DamagedData(f"{name}: {actual} bytes, {size} were written (truncated?)")
-        data_end = size - num_rows * _ENTRY - 4
-        low, high = min(rows), max(rows)
-        if low < 0 or high >= num_rows:
-            raise DamagedData(f"{name}: rows {low}..{high} asked, it has {num_rows}")
-        [raw] = file.read([(data_end + low * _ENTRY, (high - low + 1) * _ENTRY)])
+        if isinstance(raw, BaseException):
+            with unreachable(location.url):
+                raise raw
         index = np.frombuffer(raw, "<u8").reshape(-1, 2)
         ranges = []
         for row in rows:
