@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/cluster_scaling.py --out runs/bench
 	$(BIN)/python bench/clip_loading.py
 	$(BIN)/python bench/store_scale.py --out runs/bench
+	$(BIN)/python bench/store_s3.py --out runs/bench
 	$(BIN)/python bench/train_step.py --out runs/bench
 
 bench-gpu: $(STAMP)
