@@ -53,7 +53,7 @@ class ExtractConfig:
     """Settings of one extraction; all but ``device`` are stored and shared by every video."""
 
     tracker: str = "lk"
-    grid: int = 16
+    grid: int = 32
     query_every: int = 8
     horizon: int = 67
     frame_stride: int = 1
