@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mosic.cli_evaluate import evaluate_command
+from mosic.cli_evaluate import evaluate_command, ytvos_split_command
 from mosic.cli_reproduce import reproduce_command
 from mosic.cli_train import export_command, train_command
 from mosic.pipeline.cluster import (
@@ -48,6 +48,7 @@ app.add_typer(visualize_app, name="visualize")
 app.command("train")(train_command)
 app.command("export")(export_command)
 app.command("evaluate")(evaluate_command)
+app.command("ytvos-split")(ytvos_split_command)
 app.command("reproduce")(reproduce_command)
 # Paths and reasons are printed as they are: no markup, no highlighting, no wrapping.
 console = Console(markup=False, highlight=False, soft_wrap=True)

@@ -220,12 +220,13 @@ def export_command(
     to: Annotated[str, typer.Option(help="Export format (timm).")] = "timm",
 ) -> None:
     """Export the trained student backbone as a timm state dict (safetensors)."""
-    from mosic.pipeline.export import export_backbone
+    from mosic.pipeline.export import ExportError, export_backbone, load_recipe
 
     if to != "timm":
         raise _fail(f"--to {to!r}: only 'timm' is supported")
     try:
-        path, name = export_backbone(checkpoint, output)
-    except CheckpointError as exc:
+        path, _ = export_backbone(checkpoint, output)
+    except (CheckpointError, ExportError, ValueError) as exc:
         raise _fail(str(exc)) from None
-    console.print(f"wrote {path}: load with timm.create_model({name!r}) and strict=True")
+    recipe = "\n".join(f"    {line}" for line in load_recipe(path).splitlines())
+    console.print(f"wrote {path}; load it in timm with:\n{recipe}")

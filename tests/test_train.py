@@ -140,7 +140,9 @@ def test_nan_loss_stops_with_the_step_and_keeps_checkpoints(store, tmp_path):
 def test_export_loads_in_timm_strictly_with_the_same_features(store, tmp_path):
     result = train(config(store, tmp_path, max_steps=2))
     path, name = export_backbone(result.final_checkpoint, tmp_path / "model.safetensors")
-    model = timm.create_model(name, num_classes=0, img_size=64, depth=2, embed_dim=64, num_heads=2)
+    model = timm.create_model(
+        name, num_classes=0, dynamic_img_size=True, depth=2, embed_dim=64, num_heads=2
+    )
     model.load_state_dict(load_file(path), strict=True)
     model.eval()
     student = result.student.backbone.eval()

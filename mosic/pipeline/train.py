@@ -34,6 +34,7 @@ from mosic.pipeline.train_step import (
 )
 from mosic.stages.data.clips import ClipDataset, CorruptClips
 from mosic.stages.data.sampler import ClipBatchSampler, EpochBatches
+from mosic.stages.model.backbone import check_resumable_grid
 from mosic.stages.model.network import MoSiCNetwork, make_teacher
 from mosic.stages.objective import StepStats
 from mosic.store_schema import StoreError
@@ -314,6 +315,7 @@ def _restore(start: Start, student, teacher, optimizer, scheduler, device) -> No
     the new total, at the checkpoint's step."""
     state = start.state
     planned = [(group["initial_lr"], group["weight_decay"]) for group in optimizer.param_groups]
+    check_resumable_grid(student.backbone, state["student"], "backbone.", start.checkpoint)
     try:
         student.load_state_dict(state["student"])
         teacher.load_state_dict(state["teacher"])

@@ -27,12 +27,7 @@ class NonFiniteLoss(FloatingPointError):
 def build_student(cfg: TrainConfig) -> MoSiCNetwork:
     """The student network: its backbone's last ``unfreeze_blocks`` blocks trainable, or, with
     ``lora_rank`` > 0, only LoRA adapters on every block (all base weights frozen)."""
-    backbone = create_backbone(
-        cfg.backbone,
-        weights=cfg.weights,
-        pretrained=cfg.pretrained,
-        img_size=cfg.clip.augment.input_size,
-    )
+    backbone = create_backbone(cfg.backbone, weights=cfg.weights, pretrained=cfg.pretrained)
     if cfg.lora_rank:
         add_lora(backbone, cfg.lora_rank, cfg.lora_alpha)
     else:
