@@ -259,7 +259,12 @@ def demo(
         if code:
             raise _fail(f"mosic {args[0]} exited with {code}")
 
-    report = run_demo(out, DemoConfig(steps=steps), run_cli)
+    from mosic.pipeline.reproduce import StaleRun
+
+    try:
+        report = run_demo(out, DemoConfig(steps=steps), run_cli)
+    except StaleRun as exc:  # a run left by a demo with other settings
+        raise _fail(f"{exc} (or use another --out)") from None
     console.print(f"report: {report}")
 
 
