@@ -26,9 +26,15 @@ import numpy as np
 
 from mosic.stages.trackers.base import TrackResult
 from mosic.stages.trackers.lk_hidden import HiddenPoints
-from mosic.stages.trackers.lk_motion import clip_zoom, fit_similarity, update_affinity
+from mosic.stages.trackers.lk_motion import (
+    clip_zoom,
+    fit_similarity_trimmed,
+    masked_median,
+    update_affinity,
+)
 from mosic.stages.trackers.lk_patches import (
     as_complex,
+    as_points,
     compare_patches,
     gaussian_window,
     grid_neighbours,
@@ -37,7 +43,7 @@ from mosic.stages.trackers.lk_patches import (
     patches_at,
     weighted_stats,
 )
-from mosic.stages.trackers.lk_photometry import gradients, light_step, refine_steps
+from mosic.stages.trackers.lk_photometry import light_step, refine_steps, with_gradients
 from mosic.stages.trackers.lk_search import thumbnail, thumbnail_similarity
 
 
@@ -76,6 +82,7 @@ class LKConfig:
     iterations: int = 30
     epsilon: float = 0.01
     fb_threshold: float = 0.5
+    fb_noise: float = 0.0
     refine_iterations: int = 2
     refine_patch: int = 9
     refine_sigma: float = 2.0
@@ -83,9 +90,12 @@ class LKConfig:
     patch_sigma: float = 2.0
     ncc_min: float = 0.8
     residual_max: float = 0.35
+    residual_noise: float = 0.0
     template_rate: float = 0.2
     frame_prior: float = 100.0
-    max_turn: float = 1.05
+    frame_trim: float = 1.0
+    spin_rate: float = 0.3
+    coast: float = 0.8
     max_zoom: float = 1.5
     weak_std: float = 4.0
     weak_noise: float = 1.5
@@ -100,9 +110,15 @@ class LKConfig:
     similarity_prior: float = 50.0
     tile_radius: int = 12
     pick_margin: float = 0.1
+    pick_anchors: int = 8
+    recover_often: int = 4
     glimpse_patch: int = 5
     glimpse_sigma: float = 1.0
     glimpse_max: float = 0.7
+    search_after: int = 5
+    search_every: int = 3
+    search_radius: int = 16
+    detect_min: float = 0.95
     cut_similarity: float = 0.5
     cut_lost: float = 0.6
 
@@ -164,7 +180,10 @@ class _Run(HiddenPoints):
         self.refine_weights = gaussian_window(cfg.refine_patch, cfg.refine_sigma)
         self.centre_weights = gaussian_window(cfg.glimpse_patch, cfg.glimpse_sigma)
         first = self.start.min()
-        self.weak_bound = max(cfg.weak_std, cfg.weak_noise * noise_sigma(self.gray[first]))
+        noise = noise_sigma(self.gray[first])
+        self.weak_bound = max(cfg.weak_std, cfg.weak_noise * noise)
+        self.floor = max(4.0, cfg.residual_noise * noise)  # residuals' contrast floor
+        self.fb_max = cfg.fb_threshold + cfg.fb_noise * noise
         self.light = (1.0, 0.0)  # window photometry -> frame: pixel = gain * window + offset
         self.window = {first: self.gray[first].astype(np.float32)}
         self.window_u8 = {first: self.gray[first]}
@@ -177,7 +196,7 @@ class _Run(HiddenPoints):
         self.severed = np.zeros(n, bool)  # started before a scene cut
         self.step = np.zeros((n, 2), np.float32)
         self.frame = np.ones(n, np.complex128)
-        self.turn = np.ones(n, np.complex128)  # the last change of each frame
+        self.spin = np.zeros(n)  # running mean turn of each frame per frame (radians)
         self.frames = np.ones((num_frames, n), np.complex64)
         self.templates = np.zeros((n, cfg.patch**2), np.float32)
         self.weak = np.zeros(n, bool)
@@ -253,14 +272,13 @@ class _Run(HiddenPoints):
         """
         cfg = self.cfg
         seen = patches_at(image, points, cfg.patch, self.frame[group])
-        ncc, residual = compare_patches(seen, templates, self.weights)
+        ncc, residual = compare_patches(seen, templates, self.weights, self.floor)
         inside = inside_frame(points, self.height, self.width)
-        textured = (
-            lk_ok & (fb < cfg.fb_threshold) & (ncc > cfg.ncc_min) & (residual < cfg.residual_max)
-        )
+        textured = lk_ok & (fb < self.fb_max) & (ncc > cfg.ncc_min) & (residual < cfg.residual_max)
         weak = self.weak[group]
         good = inside & np.where(weak, self.plain(seen, templates), textured)
-        conf = np.clip(ncc, 0, 1) * np.clip(1 - fb / (2 * cfg.fb_threshold), 0, 1)
+        conf = np.clip(ncc, 0, 1) * np.clip(1 - fb / (2 * self.fb_max), 0, 1)
+        self.seen = seen
         return good, np.where(weak, 0.5, conf).astype(np.float32)
 
     def plain(self, seen: np.ndarray, templates: np.ndarray) -> np.ndarray:
@@ -282,16 +300,15 @@ class _Run(HiddenPoints):
         previous, raw = self.gray[s].astype(np.float32), self.gray[s + 1].astype(np.float32)
         if track.size:
             p1, lk_ok, fb = self.lk(self.gray[s], self.gray[s + 1], self.pos[track])
-            grads = gradients(raw)
             if cfg.refine_patch == cfg.patch:
                 targets = self.templates[track]
             else:
                 targets = patches_at(previous, self.pos[track], cfg.refine_patch, self.frame[track])
             p1 = refine_steps(
-                raw, grads, p1, targets, self.frame[track], self.refine_weights,
+                with_gradients(raw), p1, targets, self.frame[track], self.refine_weights,
                 cfg.refine_iterations,
             )  # fmt: skip
-            sure = lk_ok & (fb < cfg.fb_threshold)
+            sure = lk_ok & (fb < self.fb_max)
             step = light_step(previous, raw, self.pos[track[sure]], p1[sure], self.weights, 3.0)
             if step is not None:
                 gain, offset = self.light
@@ -301,6 +318,7 @@ class _Run(HiddenPoints):
         self.window_u8[s + 1] = np.clip(np.round(image), 0, 255).astype(np.uint8)
         if track.size:
             good, conf = self.accept(image, track, p1, lk_ok, fb, self.templates[track])
+            landed = self.seen
             if self._is_cut(s, good):
                 self.severed[active] = True
                 good[:] = False
@@ -311,6 +329,7 @@ class _Run(HiddenPoints):
             self.set_references(s, track[~good])
 
         self._spread_to_weak(ok, moved)
+        self._place_weak(ok, moved)
         update_affinity(self.cost, self.neighbours, ok, moved, cfg.affinity_rate)
         hidden = np.flatnonzero(active & ~ok & ~self.severed)
         moved[hidden] = self.carry(hidden, ok, moved, image)
@@ -318,12 +337,25 @@ class _Run(HiddenPoints):
         self.pos[active] += moved[active]
         self.step[active] = moved[active]
         self.shown[:] = ok
+        self.hidden_for[active & ~ok] += 1
         self.recover(s + 1, hidden, image)
+        self.search(s + 1, hidden[~self.shown[hidden]], image)
+        self.hidden_for[self.shown] = 0
         self.glimpse(s + 1, hidden[~self.shown[hidden]], image)
-        refresh = np.flatnonzero(active & self.shown)
-        seen = patches_at(image, self.pos[refresh], cfg.patch, self.frame[refresh])
-        self.templates[refresh] += cfg.template_rate * (seen - self.templates[refresh])
-        self._set_weak(refresh)
+        if track.size:
+            self._refresh(image, track[good], landed[good])
+
+    def _refresh(self, image: np.ndarray, kept: np.ndarray, landed: np.ndarray) -> None:
+        """Move the templates of points (M,) tracked through this step towards their (M, P)
+        ``landed`` patches (weak points', placed by their neighbours, are cut again in float32
+        ``image``)."""
+        weak = self.weak[kept]
+        if weak.any():
+            group = kept[weak]
+            landed = landed.copy()
+            landed[weak] = patches_at(image, self.pos[group], self.cfg.patch, self.frame[group])
+        self.templates[kept] += self.cfg.template_rate * (landed - self.templates[kept])
+        self._set_weak(kept)
 
     def _is_cut(self, s: int, good: np.ndarray) -> bool:
         """Whether frame ``s + 1`` starts another shot: at least ``cut_lost`` of the (M,)
@@ -351,11 +383,32 @@ class _Run(HiddenPoints):
             has = use.any(axis=1)
             if not has.any():
                 break
-            candidates = np.where(use[has][..., None], moved[nb[has]], np.nan)
-            moved[group[has]] = np.nanmedian(candidates, axis=1)
+            moved[group[has]] = masked_median(moved[nb[has]], use[has])
             known[group[has]] = True
             todo[group[has]] = False
         ok[todo] = False
+
+    def _place_weak(self, ok: np.ndarray, moved: np.ndarray) -> None:
+        """Weak tracked points with two textured like-moving tracked neighbours at least go
+        where the similarity taking those neighbours from their query positions to their new
+        ones takes the point's query position (no error adds up frame after frame). moved
+        (N, 2) in place."""
+        cfg = self.cfg
+        group = np.flatnonzero(ok & self.weak)
+        if not group.size:
+            return
+        nb = self.neighbours[group]
+        anchor = ok[nb] & ~self.weak[nb] & (self.cost[group] <= cfg.cost_max)
+        fit = anchor.sum(axis=1) >= 2
+        if not fit.any():
+            return
+        group, nb, anchor = group[fit], nb[fit], anchor[fit]
+        dst = as_complex(self.pos[nb] + moved[nb])
+        a, z_mean, w_mean = fit_similarity_trimmed(
+            self.origin[nb], dst, anchor, cfg.similarity_prior, self.frame[group], cfg.frame_trim
+        )
+        target = clip_zoom(a, cfg.max_zoom) * (self.origin[group] - z_mean) + w_mean
+        moved[group] = as_points(target) - self.pos[group]
 
     def _turn_frames(self, group: np.ndarray, ok: np.ndarray, moved: np.ndarray) -> None:
         """Frames of points (M,): the similarity taking their like-moving tracked neighbours
@@ -370,8 +423,13 @@ class _Run(HiddenPoints):
         anchor = ok[nb] & alike
         src = self.origin[nb]
         dst = as_complex(self.pos[nb] + moved[nb])
-        expected = self.frame[group] * self.turn[group]
-        a, _, _ = fit_similarity(src, dst, anchor, cfg.frame_prior, expected)
+        expected = self.frame[group] * np.exp(1j * self.spin[group])
+        a, _, _ = fit_similarity_trimmed(
+            src, dst, anchor, cfg.frame_prior, expected, cfg.frame_trim
+        )
         a = clip_zoom(a, cfg.max_zoom)
-        self.turn[group] = clip_zoom(a / self.frame[group], cfg.max_turn)
+        turn = np.angle(a / self.frame[group])
+        seen = anchor[:, 1:].any(axis=1)
+        spin = self.spin[group]
+        self.spin[group] = np.where(seen, spin + cfg.spin_rate * (turn - spin), cfg.coast * spin)
         self.frame[group] = a

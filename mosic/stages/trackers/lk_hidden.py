@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mosic.stages.trackers.lk_motion import clip_zoom, fit_similarity
+from mosic.stages.trackers.lk_motion import clip_zoom, fit_similarity, masked_median
 from mosic.stages.trackers.lk_patches import (
     as_complex,
     as_points,
@@ -24,6 +24,7 @@ from mosic.stages.trackers.lk_patches import (
     inside_frame,
     patches_at,
 )
+from mosic.stages.trackers.lk_search import search_templates
 
 
 class HiddenPoints:
@@ -39,6 +40,8 @@ class HiddenPoints:
         self.ref_pos = self.pos.copy()
         self.ref_templates = np.zeros_like(self.templates)
         self.ref_tiles = np.zeros((n, side * side), np.float32)
+        self.hidden_for = np.zeros(n, int)
+        self.anchored = np.zeros(n, bool)  # hidden and carried by anchors this frame
 
     def set_references(self, s: int, lost: np.ndarray) -> None:
         """For points (M,) visible at ``s`` but lost at ``s + 1``: the recovery reference is the
@@ -80,12 +83,13 @@ class HiddenPoints:
         steps = self.step[hidden].copy()
         has = alike.any(axis=1)
         if has.any():
-            candidates = np.where(alike[has][..., None], moved[nb[has]], np.nan)
-            steps[has] = np.nanmedian(candidates, axis=1)
+            steps[has] = masked_median(moved[nb[has]], alike[has])
 
         ref = self.ref_frame[hidden][:, None]
         anchor = alike & self.visible[ref, nb]
         fit = anchor.any(axis=1)
+        self.anchored[:] = False
+        self.anchored[hidden[fit]] = True
         if fit.any():
             group = hidden[fit]
             z = as_complex(self.positions[ref[fit], nb[fit]])
@@ -93,7 +97,8 @@ class HiddenPoints:
             a, z_mean, w_mean = fit_similarity(z, w, anchor[fit], cfg.similarity_prior)
             a = clip_zoom(a, cfg.max_zoom)
             target = a * (as_complex(self.ref_pos[group]) - z_mean) + w_mean
-            target = self.pick(group, target, anchor[fit], z, w, image)
+            nearest = anchor[fit] & (np.cumsum(anchor[fit], axis=1) <= cfg.pick_anchors)
+            target = self.pick(group, target, nearest, z, w, image)
             steps[fit] = as_points(target) - self.pos[group]
         return steps
 
@@ -107,7 +112,7 @@ class HiddenPoints:
         ref = self.ref_templates[group].reshape(-1, self.cfg.patch, self.cfg.patch)
         templates = ref[:, side, side].reshape(len(group), -1)
         seen = patches_at(image, points, size, self.frame[group])
-        _, residual = compare_patches(seen, templates, self.centre_weights)
+        _, residual = compare_patches(seen, templates, self.centre_weights, self.floor)
         return residual
 
     def pick(
@@ -163,7 +168,9 @@ class HiddenPoints:
         """
         radius = self.cfg.tile_radius
         inside = inside_frame(self.pos[hidden], self.height, self.width)
-        hidden = hidden[inside & ~self.weak[hidden]]
+        waited = self.hidden_for[hidden] - self.cfg.recover_often
+        due = (waited < 0) | (waited % 2 == 0)
+        hidden = hidden[inside & due & ~self.weak[hidden]]
         if not hidden.size:
             return
         side = 2 * radius + 1
@@ -180,6 +187,36 @@ class HiddenPoints:
         good, conf = self.accept(
             image, hidden, found_at, lk_ok & inside_tile, fb, self.ref_templates[hidden]
         )
+        found = hidden[good]
+        self.pos[found] = found_at[good]
+        self.shown[found] = True
+        self.confidence[s, found] = conf[good]
+        self.templates[found] = self.ref_templates[found]
+
+    def search(self, s: int, hidden: np.ndarray, image: np.ndarray) -> None:
+        """Look for textured hidden points (M,) that no neighbour carries (their surface is
+        hidden or out of the frame), every ``search_every`` frames from ``search_after``
+        frames hidden on, within ``search_radius`` of their carried positions (moved into the
+        frame: a surface that left comes back where it left), by their reference patches
+        (``search_templates``); a place that also passes the step's checks makes a point
+        visible again."""
+        cfg = self.cfg
+        waited = self.hidden_for[hidden] - cfg.search_after
+        due = (waited >= 0) & (waited % cfg.search_every == 0)
+        hidden = hidden[due & ~self.weak[hidden] & ~self.anchored[hidden]]
+        if not hidden.size:
+            return
+        half = cfg.patch // 2
+        high = np.array([self.width - 1 - half, self.height - 1 - half], np.float32)
+        centres = np.clip(self.pos[hidden], half, high)
+        found_at, score = search_templates(
+            image, centres, self.frame[hidden], self.ref_templates[hidden],
+            cfg.search_radius, cfg.patch,
+        )  # fmt: skip
+        good, conf = self.accept(
+            image, hidden, found_at, score >= cfg.detect_min, np.zeros(len(hidden)),
+            self.ref_templates[hidden],
+        )  # fmt: skip
         found = hidden[good]
         self.pos[found] = found_at[good]
         self.shown[found] = True

@@ -16,6 +16,14 @@ def update_affinity(
     cost[both] += rate * (gap[both] - cost[both])
 
 
+def masked_median(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per row, the median of the masked entries of (M, K, 2) ``values`` (lower median for an
+    even count), (M, 2); every row needs one masked entry at least (a faster np.nanmedian)."""
+    ordered = np.sort(np.where(mask[..., None], values, np.inf), axis=1)
+    middle = (mask.sum(axis=1) - 1) // 2
+    return np.take_along_axis(ordered, middle[:, None, None], axis=1)[:, 0]
+
+
 def fit_similarity(
     src: np.ndarray,
     dst: np.ndarray,
@@ -38,6 +46,21 @@ def fit_similarity(
     numerator = np.sum(np.conj(zc) * wc, axis=1) + prior * expected
     a = numerator / (np.sum(np.abs(zc) ** 2, axis=1) + prior)
     return a, z_mean, w_mean
+
+
+def fit_similarity_trimmed(
+    src: np.ndarray,
+    dst: np.ndarray,
+    mask: np.ndarray,
+    prior: float,
+    expected: np.ndarray | complex,
+    trim: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``fit_similarity``, then again without the pairs the first fit misses by more than
+    ``trim`` pixels (neighbours on another surface)."""
+    a, z_mean, w_mean = fit_similarity(src, dst, mask, prior, expected)
+    miss = np.abs(a[:, None] * (src - z_mean[:, None]) + w_mean[:, None] - dst)
+    return fit_similarity(src, dst, mask & (miss <= trim), prior, expected)
 
 
 def clip_zoom(a: np.ndarray, largest: float) -> np.ndarray:

@@ -7,6 +7,8 @@ that a patch is sampled turned and scaled like the surface it shows.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -14,19 +16,29 @@ import numpy as np
 def patches_at(
     image: np.ndarray, points: np.ndarray, size: int, frames: np.ndarray | None = None
 ) -> np.ndarray:
-    """Bilinear ``size`` x ``size`` patches of a float32 (H, W) image centred on (M, 2) (x, y)
-    points, sampled along (M,) complex ``frames`` (None: upright), (M, size * size) float32
-    (rows of the patch flattened; edges replicated)."""
+    """Bilinear ``size`` x ``size`` patches of a float32 (H, W) or (H, W, C) image centred on
+    (M, 2) (x, y) points, sampled along (M,) complex ``frames`` (None: upright), (M, size *
+    size) float32 (rows of the patch flattened; (M, size * size, C) for C channels; edges
+    replicated)."""
     if not len(points):
-        return np.zeros((0, size * size), np.float32)
+        return np.zeros((0, size * size, *image.shape[2:]), np.float32)
+    ox, oy = _offsets(size)
+    x, y = points[:, :1].astype(np.float32), points[:, 1:2].astype(np.float32)
+    if frames is None:
+        map_x, map_y = x + ox, y + oy
+    else:
+        c = frames.real.astype(np.float32)[:, None]
+        s = frames.imag.astype(np.float32)[:, None]
+        map_x, map_y = x + c * ox - s * oy, y + s * ox + c * oy
+    return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+@functools.cache
+def _offsets(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(1, size * size) float32 x and y offsets of a patch's pixels from its centre."""
     steps = np.arange(size, dtype=np.float32) - (size - 1) / 2
     oy, ox = np.meshgrid(steps, steps, indexing="ij")
-    offsets = (ox + 1j * oy).ravel()[None]
-    if frames is not None:
-        offsets = frames[:, None] * offsets
-    map_x = (points[:, :1] + offsets.real).astype(np.float32)
-    map_y = (points[:, 1:] + offsets.imag).astype(np.float32)
-    return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return ox.reshape(1, -1), oy.reshape(1, -1)
 
 
 def gaussian_window(size: int, sigma: float) -> np.ndarray:
@@ -45,18 +57,18 @@ def weighted_stats(patches: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray
 
 
 def compare_patches(
-    patches: np.ndarray, templates: np.ndarray, weights: np.ndarray
+    patches: np.ndarray, templates: np.ndarray, weights: np.ndarray, floor: float = 4.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """How well (M, P) patches match (M, P) templates under (P,) weights: NCC (M,) in [-1, 1],
     and the residual (M,): weighted RMS difference over the template's weighted contrast
-    (std + 4 grey levels), which unlike NCC also sees a shift along a smooth intensity ramp
-    (so patches must share the templates' photometry: the tracker compares them in its
+    (std + ``floor`` grey levels), which unlike NCC also sees a shift along a smooth intensity
+    ramp (so patches must share the templates' photometry: the tracker compares them in its
     window's photometry)."""
     a = patches - (patches @ weights)[:, None]
     b = templates - (templates @ weights)[:, None]
     var_a, var_b = (a * a) @ weights, (b * b) @ weights
     ncc = ((a * b) @ weights) / np.sqrt(var_a * var_b + 1e-6)
-    residual = np.sqrt(((patches - templates) ** 2) @ weights) / (np.sqrt(var_b) + 4.0)
+    residual = np.sqrt(((patches - templates) ** 2) @ weights) / (np.sqrt(var_b) + floor)
     return ncc, residual
 
 

@@ -21,12 +21,12 @@ import numpy as np
 from mosic.stages.trackers.lk_patches import patches_at, weighted_stats
 
 
-def gradients(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Horizontal and vertical derivatives (H, W) float32 (grey levels per pixel) of a float32
-    image."""
+def with_gradients(image: np.ndarray) -> np.ndarray:
+    """A float32 (H, W) image stacked with its horizontal and vertical derivatives (grey levels
+    per pixel), (H, W, 3)."""
     gx = cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3, scale=1 / 8)
     gy = cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3, scale=1 / 8)
-    return gx, gy
+    return cv2.merge([image, gx, gy])
 
 
 def _normalised(patches: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -37,26 +37,26 @@ def _normalised(patches: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, n
 
 
 def refine_steps(
-    image: np.ndarray,
-    grads: tuple[np.ndarray, np.ndarray],
+    stacked: np.ndarray,
     landed: np.ndarray,
     templates: np.ndarray,
     frames: np.ndarray,
     weights: np.ndarray,
     iterations: int,
 ) -> np.ndarray:
-    """Points (M, 2) moved from ``landed`` to where their patches in ``image``, sampled along
+    """Points (M, 2) moved from ``landed`` to where their patches in an image, sampled along
     (M,) complex ``frames``, best match (M, P) ``templates`` by normalised correlation.
 
-    image: (H, W) float32; grads: ``gradients(image)``; weights: (P,) Gaussian weights of the
+    stacked: ``with_gradients(image)``, (H, W, 3); weights: (P,) Gaussian weights of the
     square patches. Each Gauss-Newton step is at most 1 px per axis.
     """
     size = int(round(np.sqrt(len(weights))))
     target, _ = _normalised(templates, weights)
     points = landed.astype(np.float32).copy()
     for _ in range(iterations):
-        seen, std = _normalised(patches_at(image, points, size, frames), weights)
-        gx, gy = (patches_at(g, points, size, frames) for g in grads)
+        sampled = patches_at(stacked, points, size, frames)
+        seen, std = _normalised(sampled[..., 0], weights)
+        gx, gy = sampled[..., 1], sampled[..., 2]
         gx = (gx - (gx @ weights)[:, None]) / std[:, None]
         gy = (gy - (gy @ weights)[:, None]) / std[:, None]
         error = seen - target

@@ -15,46 +15,44 @@ def search_templates(
     centres: np.ndarray,
     frames: np.ndarray,
     templates: np.ndarray,
-    radii: np.ndarray,
+    radius: int,
     size: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Best place of each template within ``radii`` pixels (canonical) of its centre.
+    """Best place of each template within ``radius`` pixels (canonical) of its centre.
 
     image: (H, W) float32; centres: (M, 2) (x, y); frames: (M,) complex canonical -> image
-    similarities the search regions are sampled along; templates: (M, size * size) canonical
-    patches; radii: (M,) int. Each region is sampled along its frame, so a template is matched
-    as turned and scaled as its point is believed to be. Returns the (M, 2) (x, y) image
-    positions of the best zero-mean normalised correlations (M,) (sub-pixel peaks).
+    similarities the search regions are sampled along (a template is matched turned and
+    scaled as its point is believed to be); templates: (M, size * size) canonical patches.
+    Returns the (M, 2) (x, y) image positions of the best zero-mean normalised correlations
+    (M,) (sub-pixel peaks).
     """
     count = len(centres)
-    found = np.zeros((count, 2), np.float32)
-    scores = np.full(count, -1.0, np.float32)
     if not count:
-        return found, scores
-    widest = int(radii.max())
-    side = 2 * widest + size
+        return np.zeros((0, 2), np.float32), np.zeros(0, np.float32)
+    side = 2 * radius + size
     regions = patches_at(image, centres, side, frames).reshape(count, side, side)
-    for i in range(count):
-        cut = widest - int(radii[i])
-        region = regions[i, cut : side - cut, cut : side - cut]
-        template = templates[i].reshape(size, size)
-        response = cv2.matchTemplate(region, template, cv2.TM_CCOEFF_NORMED)
-        _, best, _, (bx, by) = cv2.minMaxLoc(response)
-        dx = bx - radii[i] + _parabola_peak(response[by, max(bx - 1, 0) : bx + 2], bx)
-        dy = by - radii[i] + _parabola_peak(response[max(by - 1, 0) : by + 2, bx], by)
-        scores[i] = best
-        offset = frames[i] * complex(dx, dy)
-        found[i] = centres[i] + np.array([offset.real, offset.imag], np.float32)
-    return found, scores
+    shaped = templates.reshape(count, size, size)
+    pairs = zip(regions, shaped, strict=True)
+    response = np.stack([cv2.matchTemplate(r, t, cv2.TM_CCOEFF_NORMED) for r, t in pairs])
+    # response: (M, 2 * radius + 1, 2 * radius + 1)
+    flat = response.reshape(count, -1).argmax(axis=1)
+    by, bx = np.divmod(flat, 2 * radius + 1)
+    rows = np.arange(count)
+    scores = response[rows, by, bx]
+    padded = np.pad(response, ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    dx = _parabola(padded[rows, by + 1, bx], padded[rows, by + 1, bx + 2], scores)
+    dy = _parabola(padded[rows, by, bx + 1], padded[rows, by + 2, bx + 1], scores)
+    offset = frames * ((bx - radius + dx) + 1j * (by - radius + dy))
+    found = centres + np.stack([offset.real, offset.imag], 1).astype(np.float32)
+    return found, scores.astype(np.float32)
 
 
-def _parabola_peak(values: np.ndarray, at: int) -> float:
-    """Sub-pixel offset of a peak from three samples around it (0 at a border)."""
-    if len(values) < 3 or at == 0:
-        return 0.0
-    left, mid, right = (float(v) for v in values)
+def _parabola(left: np.ndarray, right: np.ndarray, mid: np.ndarray) -> np.ndarray:
+    """Sub-pixel offsets (M,) of peaks ``mid`` (M,) from their two neighbours (0 at a border)."""
     curve = left - 2 * mid + right
-    return float(np.clip(0.5 * (left - right) / curve, -0.5, 0.5)) if curve < 0 else 0.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        offset = np.where(np.isfinite(curve) & (curve < 0), 0.5 * (left - right) / curve, 0.0)
+    return np.clip(np.nan_to_num(offset), -0.5, 0.5)
 
 
 def thumbnail(gray: np.ndarray) -> np.ndarray:
