@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mosic-installed
 DEMO_DIR ?= runs/demo
+COTRACKER ?= third_party/co-tracker
 
 .PHONY: test lint format demo bench bench-gpu reproduce reproduce-mini clean
 
@@ -37,9 +38,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/stage_one.py --out runs/bench
 	$(BIN)/python bench/cluster_scaling.py --out runs/bench
 	$(BIN)/python bench/clip_loading.py
+	$(BIN)/python bench/store_scale.py --out runs/bench
 	$(BIN)/python bench/train_step.py --out runs/bench
 
 bench-gpu: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,gpu]'
+	$(BIN)/python bench/gpu_stage_one.py --cotracker $(COTRACKER) --out runs/bench
 	$(BIN)/python bench/gpu_train_step.py --out runs/bench
 
 clean:

@@ -47,7 +47,7 @@ def build(work: Path, videos: int, frames: int) -> tuple[Path, list[Path], list[
     out_h, out_w = SizeSpec.parse("256").output_size(height, width)
     extraction = {"grid": GRID, "query_every": QUERY_EVERY, "horizon": HORIZON}
     store = TrackStore.create(work / "tracks.zarr", extraction)
-    folders, tracks, records = [], [], []
+    folders, tracks, videos_data = [], [], {}
     for v in range(videos):
         video = make_video(v, num_frames=frames, height=height, width=width)
         folders.append(write_frame_folder(video, work / "jpeg" / f"v{v}"))
@@ -66,9 +66,9 @@ def build(work: Path, videos: int, frames: int) -> tuple[Path, list[Path], list[
         positions = (np.stack(positions) + 0.5) * scale - 0.5
         meta = VideoMeta(str(folders[-1]), SOURCE_SIZE, None, frames, 1)
         data = VideoData(meta, small, starts, positions, np.stack(visible))
-        records.append(store.write_video(f"v{v}", data))
+        videos_data[f"v{v}"] = data
         tracks.append(positions)
-    store.add_to_index(records)
+    store.write_part(videos_data)
     return store.path, folders, tracks
 
 

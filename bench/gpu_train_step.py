@@ -28,8 +28,7 @@ from mosic.pipeline.train_step import TrainStep, build_optimizer, build_student
 from mosic.stages.model.backbone import patch_tokens
 from mosic.stages.model.network import make_teacher
 from mosic.stages.queries import grid_points, query_frames
-from mosic.store_schema import TrackStore
-from mosic.store_schema.store import VideoData, VideoMeta
+from mosic.store_schema import TrackStore, VideoData, VideoMeta, encode_video
 
 CLIPS, FRAMES, SIZE, GRID = 64, 12, 224, 16
 
@@ -111,11 +110,15 @@ def write_store(path: Path, videos: int, frames: int, size: int) -> None:
         visible = ((positions >= 0) & (positions <= size - 1)).all(-1)
         meta = VideoMeta(f"generated/{v}", (size, size), 25.0, frames, 1)
         data = VideoData(meta, video, starts, positions.astype(np.float32), visible)
-        return store.write_video(f"v{v:05d}", data)
+        return encode_video(f"v{v:05d}", data, store.frame_codec)
 
     with ThreadPoolExecutor(8) as pool:
-        records = list(pool.map(one, range(videos)))
-    store.add_to_index(records)
+        encoded = list(pool.map(one, range(videos)))
+    for first in range(0, videos, 128):  # parts of 128 videos, as an extraction writes them
+        writer = store.part_writer()
+        for video in encoded[first : first + 128]:
+            writer.append(video)
+        store.add_to_index(writer.close())
 
 
 def loader_run(cfg: TrainConfig, store: Path, out: Path, steps: int) -> dict:

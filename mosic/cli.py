@@ -8,7 +8,6 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -17,8 +16,17 @@ from rich.text import Text
 from mosic.cli_evaluate import evaluate_command
 from mosic.cli_reproduce import reproduce_command
 from mosic.cli_train import export_command, train_command
-from mosic.pipeline.cluster import ClusterConfig, DaskRunner, batch_size, dask_client
+from mosic.pipeline.cluster import (
+    ClusterConfig,
+    DaskRunner,
+    batch_size,
+    dashboard_url,
+    dask_client,
+    exposure_warnings,
+)
+from mosic.pipeline.cluster_security import ClusterError
 from mosic.pipeline.extract import (
+    VIDEOS_PER_PART,
     ExtractConfig,
     ExtractSummary,
     InProcessRunner,
@@ -28,7 +36,7 @@ from mosic.pipeline.extract import (
 from mosic.pipeline.lock import StoreLockedError, WriterLock
 from mosic.pipeline.progress import ExtractionProgress, print_failure
 from mosic.stages.video_io import SizeSpec, list_sources
-from mosic.store_schema import StoreError, TrackStore
+from mosic.store_schema import FrameCodec, StoreError, TrackStore
 from mosic.store_schema.validate import validate_store
 
 app = typer.Typer(help="MoSiC: dense self-supervised learning from point tracks.")
@@ -64,8 +72,12 @@ def extract_tracks(
         str, typer.Option(help="Storage size: '256' (shorter side) or 'WIDTHxHEIGHT'.")
     ] = "256",
     window: Annotated[
-        int, typer.Option(help="Frames per tracker call: query sets that fit share one call.")
-    ] = 67,
+        int | None,
+        typer.Option(
+            help="Frames per tracker call: query sets that fit share one call "
+            "(default: the tracker's, lk 123, cotracker3 75 with the default horizon)."
+        ),
+    ] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda (GPU trackers).")] = "cpu",
     tracker_checkpoint: Annotated[
         Path | None,
@@ -75,6 +87,13 @@ def extract_tracks(
         Path | None,
         typer.Option(help="A co-tracker clone to load CoTracker3 from (else the installed one)."),
     ] = None,
+    tracker_dtype: Annotated[
+        str, typer.Option(help="CoTracker3 on CUDA: float32, or bfloat16 / float16 autocast.")
+    ] = "float32",
+    frame_codec: Annotated[
+        str, typer.Option(help="Frames as 'jpeg' (default) or 'raw' (lossless, ~9x larger).")
+    ] = "jpeg",
+    jpeg_quality: Annotated[int, typer.Option(help="JPEG quality of the frames (1-100).")] = 90,
     overwrite: Annotated[bool, typer.Option(help="Redo videos already complete.")] = False,
     strict: Annotated[bool, typer.Option(help="Exit 1 if any video failed.")] = False,
     workers: Annotated[
@@ -82,11 +101,26 @@ def extract_tracks(
         typer.Option(help="Worker processes (default: one per GPU, or per core); 0: no cluster."),
     ] = None,
     scheduler: Annotated[
-        str | None, typer.Option(help="Use the Dask scheduler at this address.")
+        str | None, typer.Option(help="Use the Dask scheduler at this address (tls://HOST:PORT).")
     ] = None,
-    dashboard: Annotated[str, typer.Option(help="Dashboard address of a local cluster.")] = ":8787",
+    tls_ca_file: Annotated[
+        Path | None, typer.Option(help="--scheduler over TLS: the cluster's CA certificate.")
+    ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="--scheduler over TLS: this client's certificate.")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="--scheduler over TLS: this client's private key.")
+    ] = None,
+    dashboard: Annotated[
+        str, typer.Option(help="Dashboard of a local cluster: [HOST]:PORT, loopback if no HOST.")
+    ] = ":8787",
+    no_dashboard: Annotated[
+        bool, typer.Option("--no-dashboard", help="Start a local cluster without a dashboard.")
+    ] = False,
     batch_videos: Annotated[
-        int | None, typer.Option(help="Videos per task (default: about 4 tasks per worker).")
+        int | None,
+        typer.Option(help="Videos per task and part (default: ~4 tasks per worker, <= 128)."),
     ] = None,
 ) -> None:
     """Decode, track and store every video (re-runs skip what is complete)."""
@@ -103,22 +137,33 @@ def extract_tracks(
             device=device,
             tracker_checkpoint=str(tracker_checkpoint.resolve()) if tracker_checkpoint else None,
             tracker_repo=str(tracker_repo.resolve()) if tracker_repo else None,
+            tracker_dtype=tracker_dtype,
+            frame_codec=frame_codec,
+            jpeg_quality=jpeg_quality,
         )
+        tls = [str(p.resolve()) if p else None for p in (tls_ca_file, tls_cert, tls_key)]
+        cluster = ClusterConfig(
+            workers, scheduler, device, None if no_dashboard else dashboard, *tls
+        )
+        for warning in exposure_warnings(cluster):
+            err.print(Text.assemble(("warning: ", "yellow"), warning))
         sources = list_sources(src)
-        with WriterLock(store):
+        with WriterLock(store) as lock:
+            for note in lock.notes():
+                console.print(f"note: {note}")
             track_store, backend = open_store(str(store), config)
             console.print(f"{len(sources)} videos in {src} -> {store} (tracker {backend.name})")
-            cluster = ClusterConfig(workers, scheduler, device, dashboard)
             summary = _extract(
                 sources, track_store, config, backend, cluster, overwrite, batch_videos
             )
-    except (ValueError, FileNotFoundError, StoreError, StoreLockedError) as exc:
+    except (ValueError, FileNotFoundError, StoreError, StoreLockedError, ClusterError) as exc:
         raise _fail(str(exc)) from None
     fps = summary.frames / max(summary.seconds, 1e-9)
     console.print(
         f"done {summary.done}, skipped {summary.skipped} (already complete), "
         f"failed {summary.failed} of {summary.total} videos; {summary.frames} frames "
-        f"in {summary.seconds:.1f} s ({fps:.1f} frames/s, tracker {summary.track_seconds:.1f} s)"
+        f"in {summary.seconds:.1f} s ({fps:.1f} frames/s, tracker {summary.track_seconds:.1f} s, "
+        f"{summary.frame_passes:.2f} tracker frame-passes per stored frame)"
     )
     for failure in summary.failures[:20]:
         print_failure(console, failure)
@@ -171,7 +216,9 @@ def _extract(
             workers = 1
         else:
             client = stack.enter_context(dask_client(cluster))
-            console.print(f"dask dashboard: {client.dashboard_link}")
+            console.print(f"dask scheduler: {client.scheduler.address}")
+            if url := dashboard_url(client):
+                console.print(f"dask dashboard: {url}")
             runner = DaskRunner(client, str(track_store.path), config)
             workers = runner.workers
         return run_extraction(
@@ -179,7 +226,7 @@ def _extract(
             track_store,
             config,
             runner,
-            batch_videos=batch_videos or batch_size(len(sources), workers),
+            batch_videos=batch_videos or batch_size(len(sources), workers, VIDEOS_PER_PART),
             overwrite=overwrite,
             on_start=progress.start,
             on_video=progress.advance,
@@ -206,15 +253,11 @@ def demo(
     console.print(f"report: {report}")
 
 
-def _open(path: Path) -> TrackStore:
+def _open(path: Path, code: int = 2) -> TrackStore:
     try:
         return TrackStore.open(path)
     except StoreError as exc:
-        raise _fail(str(exc)) from None
-
-
-def _bytes_on_disk(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        raise _fail(str(exc), code) from None
 
 
 @store_app.command("info")
@@ -222,17 +265,16 @@ def store_info(
     store: Path,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Counts, frames, tracker and its parameters, bytes on disk, failures."""
+    """Counts, frames, tracker and its parameters, bytes, failures (reads no video data)."""
     track_store = _open(store)
-    records = track_store.records()
+    totals = track_store.index.totals
     failures = track_store.failures()
     info = {
         "store": str(store),
-        "videos": len(records),
-        "frames": sum(r.num_frames for r in records),
-        "query_sets": sum(r.num_query_sets for r in records),
-        "bytes": _bytes_on_disk(store),
+        "schema_version": 2,
+        **totals,
         "failures": len(failures),
+        "frame_codec": track_store.frame_codec.attrs(),
         "extraction": track_store.extraction,
     }
     if as_json:
@@ -242,14 +284,32 @@ def store_info(
     table = Table(title=f"mosic store {store}", show_header=False)
     for name in ("videos", "frames", "query_sets", "failures"):
         table.add_row(name, f"{info[name]:,}")
-    table.add_row("bytes on disk", f"{info['bytes'] / 2**20:,.1f} MiB")
+    table.add_row("bytes (recorded at write time)", f"{info['bytes'] / 2**20:,.1f} MiB")
     if info["frames"]:
-        table.add_row("bytes per frame", f"{info['bytes'] / info['frames']:,.0f}")
+        table.add_row("bytes per frame (frames + tracks)", f"{info['bytes'] / info['frames']:,.0f}")
+    table.add_row("frame_codec", json.dumps(info["frame_codec"]))
     for name, value in info["extraction"].items():
         table.add_row(name, json.dumps(value))
     console.print(table)
+    console.print("video keys: mosic store keys " + str(store))
     for failure in failures[:20]:
         print_failure(console, failure)
+
+
+@store_app.command("keys")
+def store_keys(
+    store: Path,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Every indexed video's key, frames and query sets, one per line."""
+    records = _open(store).records()
+    if as_json:
+        rows = [{"key": r.key, "frames": r.num_frames, "query_sets": r.num_query_sets}
+                for r in records]  # fmt: skip
+        console.print_json(json.dumps(rows))
+        return
+    for r in records:
+        console.print(f"{r.key}\t{r.num_frames} frames\t{r.num_query_sets} query sets")
 
 
 @store_app.command("validate")
@@ -257,8 +317,12 @@ def store_validate(
     store: Path,
     deep: Annotated[bool, typer.Option(help="Also decode every frame chunk.")] = False,
 ) -> None:
-    """Check every video's arrays against the schema; exit 1 with the reasons if any is wrong."""
-    report = validate_store(_open(store), deep=deep)
+    """Check every video against the schema and its recorded sizes and checksums.
+
+    Exit 0 if valid; 1 if not (each problem names the video and the piece) or if the store
+    cannot be opened; 2 on a usage error.
+    """
+    report = validate_store(_open(store, code=1), deep=deep)
     for note in report.notes:
         console.print(f"note: {note}")
     for problem in report.problems:
@@ -269,31 +333,58 @@ def store_validate(
     console.print(f"{store}: valid ({report.videos} videos)")
 
 
+@store_app.command("convert")
+def store_convert(
+    old: Annotated[Path, typer.Argument(help="A store of schema version 1.")],
+    new: Annotated[Path, typer.Argument(help="The version 2 store to write (must not exist).")],
+    frame_codec: Annotated[str, typer.Option(help="'jpeg' or 'raw' (lossless).")] = "jpeg",
+    jpeg_quality: Annotated[int, typer.Option(help="JPEG quality of the frames.")] = 90,
+    videos_per_part: Annotated[int, typer.Option(help="Videos per part.")] = VIDEOS_PER_PART,
+) -> None:
+    """Write a version 2 store from a version 1 store (frames re-encoded, tracks copied)."""
+    from mosic.store_schema.convert import convert_v1
+    from mosic.store_schema.v1 import V1Store
+
+    try:
+        codec = FrameCodec(frame_codec, jpeg_quality)
+        source = V1Store.open(old)
+        with ExtractionProgress(console, label="convert") as progress:
+            progress.start(len(source.keys()))
+            result = convert_v1(source, new, codec, videos_per_part, progress.count)
+    except (ValueError, StoreError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(
+        f"converted {result.videos} videos ({result.frames} frames) of {old} -> {new}; "
+        f"{len(result.failures)} unreadable (in its failures table)"
+    )
+    for failure in result.failures[:20]:
+        print_failure(console, failure)
+
+
 @visualize_app.command("tracks")
 def visualize_tracks(
     store: Path,
-    video: Annotated[str, typer.Argument(help="The video's key (see mosic store info --json).")],
+    video: Annotated[str, typer.Argument(help="The video's key (see mosic store keys).")],
     output: Annotated[Path, typer.Option("-o", "--output", help=".gif, .mp4 or .png")],
     query_set: Annotated[int, typer.Option(help="Which query set to draw.")] = 0,
-    step: Annotated[int, typer.Option(help="Draw every n-th frame.")] = 1,
+    step: Annotated[
+        int | None, typer.Option(help="Draw every n-th frame (default: about 12 frames).")
+    ] = None,
     points: Annotated[int, typer.Option(help="About this many points (a sub-grid).")] = 256,
 ) -> None:
-    """Tracks of one query set drawn over its frames; hidden points hollow."""
-    from mosic.stages.visualize import draw_tracks, write_frames
+    """Tracks of one query set drawn over its frames; hidden points hollow.
+
+    A .png is a contact sheet of about 12 frames; .gif and .mp4 animate them.
+    """
+    from mosic.stages.visualize import draw_tracks, pick_points, write_frames
 
     track_store = _open(store)
     try:
-        group = track_store.video(video)
-        start = int(group["query_frames"][query_set])
-    except (StoreError, IndexError) as exc:
-        raise _fail(f"{store}: {exc}") from None
-    horizon = group["positions"].shape[1]
-    frames = group["frames"][start : start + horizon]
-    positions = group["positions"][query_set].astype(np.float32)
-    visible = group["visible"][query_set]
-    grid = math.isqrt(positions.shape[1])
-    stride = max(1, math.ceil(grid / math.isqrt(max(points, 1))))
-    keep = np.arange(grid * grid).reshape(grid, grid)[::stride, ::stride].ravel()
+        frames, positions, visible = track_store.read_query_set(video, query_set)
+    except StoreError as exc:
+        raise _fail(str(exc)) from None
+    step = step or max(1, math.ceil(len(frames) / 12))
+    keep = pick_points(positions.shape[1], points)
     drawn = draw_tracks(frames, positions[:, keep], visible[:, keep])[::step]
     try:
         write_frames(drawn, output)

@@ -32,9 +32,12 @@ def reproduce_command(
     ),
 ) -> None:
     """Run config rows (extract, train, evaluate; each skipped when done) and write the tables."""
+    from mosic.pipeline.checkpoint import CheckpointError
     from mosic.pipeline.reproduce import Locations, Reproduction, StaleRun
     from mosic.pipeline.reproduce_config import load_rows
     from mosic.pipeline.reproduce_tables import write_tables
+    from mosic.pipeline.run_folder import RunError
+    from mosic.pipeline.train import TrainingError
 
     configs = [*(config or []), *([all_] if all_ else [])]
     if not configs:
@@ -45,7 +48,12 @@ def reproduce_command(
     except (OSError, TypeError, ValueError, KeyError) as exc:
         err.print(Text.assemble(("error: ", "red"), f"bad config: {exc}"))
         raise typer.Exit(2) from None
-    reproduction = Reproduction(rows, Locations.load(paths), work, log=console.print)
+    try:
+        locations = Locations.load(paths)
+    except ValueError as exc:
+        err.print(Text.assemble(("error: ", "red"), f"--paths {exc}"))
+        raise typer.Exit(2) from None
+    reproduction = Reproduction(rows, locations, work, log=console.print)
     missing = reproduction.missing()
     if missing:
         err.print(Text.assemble(("error: ", "red"), f"{len(missing)} inputs missing:"))
@@ -54,7 +62,7 @@ def reproduce_command(
         raise typer.Exit(2)
     try:
         reproduction.run()
-    except StaleRun as exc:
+    except (StaleRun, RunError, CheckpointError, TrainingError) as exc:
         err.print(Text.assemble(("error: ", "red"), str(exc)))
         raise typer.Exit(2) from None
     markdown, table_csv = write_tables(reproduction, output)

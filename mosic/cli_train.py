@@ -6,15 +6,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from click.core import ParameterSource
 from rich.console import Console
 from rich.text import Text
 
-from mosic.pipeline.checkpoint import CheckpointError, resolve_resume
-from mosic.pipeline.train_config import OptimConfig, TrainConfig, TrainEvalConfig
-from mosic.stages.data.augment import AugmentConfig
-from mosic.stages.data.clips import ClipConfig
-from mosic.stages.objective import ObjectiveConfig
+from mosic.pipeline.checkpoint import CheckpointError
+from mosic.pipeline.run_config import (
+    build_config,
+    coerce_all,
+    config_yaml,
+    load_settings,
+)
+from mosic.pipeline.run_folder import CONFIG, RunError
+from mosic.pipeline.train_config import TrainConfig
 from mosic.store_schema import StoreError
 
 console = Console(markup=False, highlight=False, soft_wrap=True)
@@ -26,13 +29,28 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _floats(text: str | None) -> tuple[float, ...] | None:
-    return tuple(float(v) for v in text.split(",")) if text else None
+# Options of `mosic train` that are not settings of the run.
+META_OPTIONS = ("config", "print_config", "resume", "allow_change")
 
 
 def train_command(
     ctx: typer.Context,
-    store: Annotated[list[Path], typer.Option(help="Track store(s); repeat to mix several.")],
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Run file (YAML): settings named as these options; options override."),
+    ] = None,
+    print_config: Annotated[
+        bool,
+        typer.Option("--print-config", help="Print the resolved settings as a run file and exit."),
+    ] = False,
+    resume: Annotated[str | None, typer.Option(help="auto or a checkpoint path.")] = None,
+    allow_change: Annotated[
+        list[str] | None,
+        typer.Option(help="A setting a resume may change, e.g. max_steps (repeatable)."),
+    ] = None,
+    store: Annotated[
+        list[Path] | None, typer.Option(help="Track store(s); repeat to mix several.")
+    ] = None,
     output: Annotated[Path, typer.Option(help="Run folder: checkpoints, logs.")] = Path(
         "runs/train"
     ),
@@ -84,15 +102,20 @@ def train_command(
     grad_clip: Annotated[float, typer.Option(help="0: off.")] = 0.0,
     workers: Annotated[int, typer.Option(help="DataLoader workers per process.")] = 2,
     checkpoint_every: Annotated[int, typer.Option()] = 500,
+    keep_checkpoints: Annotated[
+        int, typer.Option(help="Checkpoints kept: the newest (older ones are deleted).")
+    ] = 2,
     log_every: Annotated[int, typer.Option()] = 10,
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32 or bf16.")] = "auto",
     attention: Annotated[str, typer.Option(help="sdpa or xformers.")] = "sdpa",
-    resume: Annotated[str | None, typer.Option(help="auto or a checkpoint path.")] = None,
     eval_every: Annotated[
         int, typer.Option(help="Evaluate the student every N steps (rank 0); 0: off.")
     ] = 0,
+    max_corrupt_fraction: Annotated[
+        float, typer.Option(help="Stop when more than this fraction of clips read is corrupt.")
+    ] = 0.01,
     eval_benchmark: Annotated[
         str, typer.Option(help="video, hummingbird, linear or overclustering.")
     ] = "video",
@@ -109,72 +132,65 @@ def train_command(
         int | None, typer.Option(help="Evaluation input size; default: the benchmark's.")
     ] = None,
 ) -> None:
-    """Train MoSiC from track stores (stage two; no tracker runs here)."""
+    """Train MoSiC from track stores (stage two; no tracker runs here).
+
+    Every option but --config, --print-config, --resume and --allow-change is a setting of the
+    run; a --config file (YAML) holds any of them by name (lr_head: 1e-4), options override it.
+    """
+    # The settings' parameters are read through ctx.params (mosic.pipeline.run_config).
     from mosic.pipeline.train import TrainingError, train
 
     try:
-        explicit = ctx.get_parameter_source("unfreeze_blocks") != ParameterSource.DEFAULT
-        if lora_rank and explicit:
-            raise ValueError(
-                "--unfreeze-blocks and --lora-rank exclude each other: LoRA adapts every block "
-                "and freezes all base weights"
-            )
-        low, high = _floats(crop_scale)
-        cfg = TrainConfig(
-            stores=tuple(str(s) for s in store),
-            output=str(output),
-            store_weights=_floats(store_weights),
-            backbone=backbone,
-            weights=str(weights) if weights else None,
-            pretrained=pretrained,
-            unfreeze_blocks=unfreeze_blocks,
-            lora_rank=lora_rank,
-            lora_alpha=lora_alpha,
-            prototypes=prototypes,
-            feature_sampling=feature_sampling,
-            teacher_momentum=teacher_momentum,
-            epochs=epochs,
-            batch_size=batch_size,
-            max_steps=max_steps,
-            loader_workers=workers,
-            checkpoint_every=checkpoint_every,
-            log_every=log_every,
-            seed=seed,
-            device=device,
-            precision=precision,
-            attention=attention,
-            clip=ClipConfig(
-                clip_frames=clip_frames,
-                clip_step=clip_step,
-                augment=AugmentConfig(
-                    input_size=input_size, crop_scale=(low, high), color_jitter=color_jitter
-                ),
-            ),
-            objective=ObjectiveConfig(
-                temperature=temperature,
-                sinkhorn_epsilon=sinkhorn_epsilon,
-                sinkhorn_iterations=sinkhorn_iters,
-                soft_targets=soft_targets,
-                symmetric=symmetric_loss,
-                mask_ratio=mask_ratio,
-                static_points=static_points,
-            ),
-            optim=OptimConfig(lr_head, lr_backbone, weight_decay, warmup_steps, grad_clip),
-            evaluation=TrainEvalConfig(
-                every=eval_every,
-                benchmark=eval_benchmark,
-                dataset=eval_dataset,
-                data_root=str(eval_data_root) if eval_data_root else None,
-                max_items=eval_max_items,
-                input_size=eval_input_size,
-            ),
+        cfg = _resolve(ctx, config, resume)
+        if print_config:
+            console.print(config_yaml(cfg), end="")
+            return
+        if not cfg.stores:
+            raise ValueError("no --store given (an option, or store: in the --config file)")
+        allowed = tuple(
+            name.strip().replace("-", "_")
+            for given in allow_change or ()
+            for name in given.split(",")
         )
-        if cfg.store_weights and len(cfg.store_weights) != len(cfg.stores):
-            raise ValueError("--store-weights needs one weight per --store")
-        result = train(cfg, resume=resolve_resume(resume, output))
-    except (ValueError, FileNotFoundError, StoreError, CheckpointError, TrainingError) as exc:
+        result = train(cfg, resume=resume, allow_changes=allowed)
+    except (
+        ValueError,
+        FileNotFoundError,
+        StoreError,
+        CheckpointError,
+        RunError,
+        TrainingError,
+    ) as exc:
         raise _fail(str(exc)) from None
-    console.print(f"done: {result.steps} steps; final checkpoint {result.final_checkpoint}")
+    if result.losses:  # (a finished run said so)
+        console.print(f"done: step {result.steps}; final checkpoint {result.final_checkpoint}")
+
+
+def _resolve(ctx: typer.Context, config: Path | None, resume: str | None) -> TrainConfig:
+    """The run's settings: defaults, then (resuming) the run folder's config.yaml, then the
+    --config file, then the options given on the command line."""
+    given = {
+        name: value
+        for name, value in ctx.params.items()
+        # by name: typer may bring its own copy of click's ParameterSource
+        if name not in META_OPTIONS
+        and ctx.get_parameter_source(name).name not in ("DEFAULT", "DEFAULT_MAP")
+    }
+    given = {**(load_settings(config) if config else {}), **coerce_all(given)}
+    saved = {}
+    output = Path(given.get("output", ctx.params["output"]))
+    if resume and (output / CONFIG).is_file():
+        saved = load_settings(output / CONFIG)
+    settings = {**saved, **given}
+    if settings.get("lora_rank") and "unfreeze_blocks" in given:
+        raise ValueError(
+            "--unfreeze-blocks and --lora-rank exclude each other: LoRA adapts every block "
+            "and freezes all base weights"
+        )
+    cfg = build_config(settings)
+    if cfg.store_weights and len(cfg.store_weights) != len(cfg.stores):
+        raise ValueError("--store-weights needs one weight per --store")
+    return cfg
 
 
 def export_command(

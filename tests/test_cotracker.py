@@ -20,10 +20,10 @@ import torch
 import zarr
 from typer.testing import CliRunner
 
-from mosic.stages.queries import grid_points
+from mosic.stages.queries import grid_points, query_frames, track_query_sets
 from mosic.stages.trackers import build_tracker
 from mosic.stages.trackers.cotracker import CoTrackerUnavailable
-from mosic.store_schema import video_key
+from mosic.store_schema import TrackStore, video_key
 
 MOTION = (1.5, -0.75)  # x, y pixels per frame, the stand-in's weights
 VIS_INSIDE, VIS_OUTSIDE, CONFIDENCE = 0.95, 0.5, 0.7
@@ -323,13 +323,75 @@ def test_extract_tracks_stores_the_models_motion(repo, tmp_path):
     result = runner.invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "done 1" in result.output
+    # Sets at 0 and 8; CoTracker3's default window holds two: 9 + 8 = 17 frames of 20.
+    assert "0.85 tracker frame-passes per stored frame" in result.output
 
-    group = zarr.open_group(store, mode="r")[f"videos/{video_key('synth_000.mp4')}"]
-    positions = group["positions"][:]  # (Q, horizon, N, 2)
+    stored = TrackStore.open(store).read_video(video_key("synth_000.mp4"))
+    positions = stored.positions  # (Q, horizon, N, 2)
     assert positions.shape == (2, 9, 16, 2)
     step = np.arange(9, dtype=np.float32)[:, None, None] * np.asarray(MOTION, np.float32)
     for q in range(2):
         np.testing.assert_allclose(positions[q], grid_points(48, 64, 4)[None] + step, atol=1e-4)
-    np.testing.assert_allclose(group["confidence"][:], 0.7, atol=1e-3)  # stored quantised
+    np.testing.assert_allclose(stored.confidence, 0.7, atol=1e-3)  # stored quantised
     attrs = zarr.open_group(store, mode="r").attrs.asdict()
     assert "cotracker3-offline" in str(attrs) and "scaled_offline.pth" in str(attrs)
+    assert attrs["extraction"]["window"] == 17
+
+
+@pytest.mark.parametrize("variant", ["offline", "online"])
+def test_multi_set_windows_give_each_set_its_own_tracks(repo, tmp_path, variant):
+    tracker = build_tracker(
+        f"cotracker3-{variant}",
+        checkpoint=save_checkpoint(tmp_path / f"scaled_{variant}.pth"),
+        repo=str(repo),
+    )
+    frames = np.random.default_rng(1).integers(0, 256, (40, 40, 56, 3), dtype=np.uint8)
+    starts = query_frames(40, 4, 12)  # 0, 4, ..., 28: 8 sets
+    points = grid_points(40, 56, 3)
+    one = track_query_sets(tracker, frames, starts, points, 12, window=12)
+    multi = track_query_sets(tracker, frames, starts, points, 12, window=24)  # 4 sets a window
+
+    assert (one.tracked_frames, multi.tracked_frames) == (8 * 12, 24 + 24)
+    step = np.arange(12, dtype=np.float32)[:, None, None] * np.asarray(MOTION, np.float32)
+    for q in range(len(starts)):  # the stand-in's motion from each set's own frame
+        np.testing.assert_allclose(multi.positions[q], points[None] + step, atol=1e-4)
+    np.testing.assert_allclose(multi.positions, one.positions, atol=1e-5)
+    np.testing.assert_array_equal(multi.visible, one.visible)
+    np.testing.assert_array_equal(multi.confidence, one.confidence)
+
+
+def test_overlapped_windows_return_what_one_by_one_returns(repo, tmp_path):
+    tracker = build_tracker(
+        "cotracker3-offline",
+        checkpoint=save_checkpoint(tmp_path / "scaled_offline.pth"),
+        repo=str(repo),
+    )
+    rng = np.random.default_rng(2)
+    windows = [
+        (rng.integers(0, 256, (t, 40, 56, 3), dtype=np.uint8), QUERIES[: n + 1])
+        for t, n in [(12, 3), (5, 1), (9, 2), (16, 0)]
+    ]
+    together = tracker.track_batch(windows, horizon=4)
+    for (frames, queries), result in zip(windows, together, strict=True):
+        alone = tracker.track(frames, queries)
+        assert result.positions.shape == (len(frames), len(queries), 2)  # every row: no horizon
+        np.testing.assert_array_equal(result.positions, alone.positions)
+        np.testing.assert_array_equal(result.visible, alone.visible)
+        np.testing.assert_array_equal(result.confidence, alone.confidence)
+        np.testing.assert_allclose(result.positions, expected_tracks(queries, len(frames)))
+    assert tracker.track_batch([]) == []
+
+
+def test_tracker_dtype_flag_reaches_the_tracker(repo, tmp_path):
+    from mosic.cli import app
+
+    videos = tmp_path / "videos"
+    runner = CliRunner()
+    runner.invoke(app, ["synth-videos", str(videos), "--count", "1", "--frames", "12"])
+    args = ["extract-tracks", str(videos), "--workers", "0", "--tracker-dtype", "bfloat16"]
+    lk = runner.invoke(app, [*args, "--store", str(tmp_path / "a.zarr")])
+    assert lk.exit_code == 2 and "'lk' does not take the options given (dtype)" in lk.output
+    args += ["--tracker", "cotracker3-offline", "--tracker-repo", str(repo)]
+    args += ["--tracker-checkpoint", save_checkpoint(tmp_path / "scaled_offline.pth")]
+    cpu = runner.invoke(app, [*args, "--store", str(tmp_path / "b.zarr")])
+    assert cpu.exit_code == 2 and "dtype bfloat16 needs a CUDA device" in cpu.output

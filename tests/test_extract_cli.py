@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import pytest
-import zarr
+from PIL import Image
 from typer.testing import CliRunner
 
 from mosic.cli import app
@@ -62,31 +62,34 @@ def test_extract_writes_valid_store_and_records_failures(videos, tmp_path):
 
 def test_stored_tracks_are_the_trackers_tracks_in_x_y(videos, tmp_path):
     store_path = tmp_path / "tracks.zarr"
-    run("extract-tracks", videos, "--store", store_path, *FAST)
+    run("extract-tracks", videos, "--store", store_path, *FAST, "--frame-codec", "raw")
     source = VideoSource(videos / "clip one.mp4", "clip one.mp4")
     video = read_video(source, SizeSpec.parse("128x96"))
     t, h, w, _ = video.frames.shape
     starts = query_frames(t, 8, 9)
-    expected = track_query_sets(build_tracker("lk"), video.frames, starts, grid_points(h, w, 4), 9)
+    window = TrackStore.open(store_path).extraction["window"]
+    assert window == 9 + 7 * 8  # lk's default: 8 query sets per window
+    lk = build_tracker("lk")
+    expected = track_query_sets(lk, video.frames, starts, grid_points(h, w, 4), 9, window)
 
-    plain = zarr.open_group(store_path, mode="r")[f"videos/{video_key('clip one.mp4')}"]
-    np.testing.assert_array_equal(plain["frames"][:], video.frames)
-    np.testing.assert_array_equal(plain["query_frames"][:], starts)
-    np.testing.assert_allclose(plain["positions"][:], expected.positions, atol=0.07)
-    np.testing.assert_array_equal(plain["visible"][:], expected.visible)
+    stored = TrackStore.open(store_path).read_video(video_key("clip one.mp4"))
+    np.testing.assert_array_equal(stored.frames, video.frames)  # --frame-codec raw: lossless
+    np.testing.assert_array_equal(stored.query_frames, starts)
+    np.testing.assert_allclose(stored.positions, expected.positions, atol=0.07)
+    np.testing.assert_array_equal(stored.visible, expected.visible)
     # Query points are the grid cell centres, (x, y): x spans the width (128), y the height (96).
-    np.testing.assert_allclose(plain["positions"][0, 0], grid_points(96, 128, 4), atol=1e-2)
-    assert plain.attrs["original_size"] == [96, 128] and plain.attrs["decoded_frames"] == 30
+    np.testing.assert_allclose(stored.positions[0, 0], grid_points(96, 128, 4), atol=1e-2)
+    assert stored.meta.original_size == (96, 128) and stored.meta.decoded_frames == 30
 
 
 def test_rerun_skips_complete_videos_and_overwrite_redoes_them(videos, tmp_path):
     store_path = tmp_path / "tracks.zarr"
     run("extract-tracks", videos, "--store", store_path, *FAST)
-    frames_file = next((store_path / "videos").glob("clip*/frames/zarr.json"))
-    before = frames_file.stat().st_mtime_ns
+    parts = sorted((store_path / "parts").iterdir())
+    before = [p.stat().st_mtime_ns for p in parts]
     again = run("extract-tracks", videos, "--store", store_path, *FAST)
     assert "done 0, skipped 2" in again.output
-    assert frames_file.stat().st_mtime_ns == before
+    assert [p.stat().st_mtime_ns for p in sorted((store_path / "parts").iterdir())] == before
     over = run("extract-tracks", videos, "--store", store_path, *FAST, "--overwrite")
     assert "done 2, skipped 0" in over.output
     assert len(TrackStore.open(store_path).keys()) == 2
@@ -94,18 +97,22 @@ def test_rerun_skips_complete_videos_and_overwrite_redoes_them(videos, tmp_path)
 
 def test_interrupted_run_is_completed_without_redoing_finished_videos(videos, tmp_path):
     store_path = tmp_path / "tracks.zarr"
-    run("extract-tracks", videos, "--store", store_path, *FAST)
+    run("extract-tracks", videos, "--store", store_path, *FAST, "--batch-videos", "1")
+    # As if killed: both parts finished, neither indexed; then one of them half-written.
     store = TrackStore.open(store_path, mode="r+")
-    # As if killed: one video complete but never indexed, the other half written.
-    store.root["index"].attrs["count"] = 0
-    half = store.root[f"videos/{video_key('vidéo')}"]
-    half.attrs["complete"] = False
-    del half["positions"]
+    empty = {"videos": 0, "frames": 0, "query_sets": 0, "bytes": 0}
+    store.index.group.attrs.update({"count": 0, "totals": empty})
     result = run("extract-tracks", videos, "--store", store_path, *FAST)
-    assert "done 1, skipped 1" in result.output
+    assert "done 0, skipped 2" in result.output  # indexed, not redone
+    part = TrackStore.open(store_path).records()[1].part
+    store.index.group.attrs.update({"count": 0, "totals": empty})
+    (store_path / "parts" / part / "zarr.json").unlink()
+    result = run("extract-tracks", videos, "--store", store_path, *FAST)
+    assert "done 1, skipped 1" in result.output, result.output
     store = TrackStore.open(store_path)
     assert sorted(store.keys()) == sorted([video_key("clip one.mp4"), video_key("vidéo")])
     assert validate_store(store).ok
+    assert len(store.part_names()) == 2  # the half-written part was removed
 
 
 def test_other_settings_on_an_existing_store_are_refused(videos, tmp_path):
@@ -136,13 +143,21 @@ def test_same_key_from_two_sources_fails_the_second(tmp_path):
     assert "done 1" in result.output and "same store key 'bear'" in result.output
 
 
-def test_visualize_writes_pictures(videos, tmp_path):
+def test_visualize_writes_pictures_of_a_readable_size(videos, tmp_path):
     store_path = tmp_path / "tracks.zarr"
-    run("extract-tracks", videos, "--store", store_path, *FAST)
+    run("extract-tracks", videos, "--store", store_path, *FAST, "--horizon", "24")
     key = video_key("clip one.mp4")
     for name in ("t.gif", "t.png", "t.mp4"):
         result = run("visualize", "tracks", store_path, key, "-o", tmp_path / name)
         assert result.exit_code == 0, result.output
         assert (tmp_path / name).stat().st_size > 1000
-    missing = run("visualize", "tracks", store_path, "nope", "-o", tmp_path / "x.gif")
-    assert missing.exit_code == 2 and "no complete video 'nope'" in missing.output
+    assert "(12 frames" in result.output  # not all 24: about 12 by default
+    with Image.open(tmp_path / "t.png") as sheet:
+        assert sheet.size == (4 * 256, 3 * 192)  # 4 x 3 frames drawn at twice the size
+    missing = run("visualize", "tracks", store_path, "clip_one", "-o", tmp_path / "x.gif")
+    assert missing.exit_code == 2
+    assert f"no video 'clip_one' among its 2 videos; close: {key}" in missing.output
+    too_far = run(
+        "visualize", "tracks", store_path, key, "--query-set", "99", "-o", tmp_path / "x.gif"
+    )
+    assert too_far.exit_code == 2 and "no query set 99; it has 1 (0 to 0)" in too_far.output

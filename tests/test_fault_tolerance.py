@@ -7,8 +7,6 @@ import os
 import random
 import resource
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,22 +16,11 @@ import pytest
 from mosic.stages.synthetic import make_video, write_video_file
 from mosic.store_schema import TrackStore
 from mosic.store_schema.validate import validate_store
+from tests.processes import finish, mosic, wait_for_line
 from tests.store_compare import assert_same_content
 
 VIDEOS = 32
 SETTINGS = ["--grid", "4", "--horizon", "9", "--size", "128x96", "--dashboard", ":0"]
-
-
-def mosic(*args, **popen) -> subprocess.Popen:
-    command = [sys.executable, "-m", "mosic", *[str(a) for a in args]]
-    return subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen
-    )
-
-
-def finish(process: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
-    out, _ = process.communicate(timeout=timeout)
-    return process.returncode, out
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +37,7 @@ def reference(videos, tmp_path_factory):
     """An uninterrupted run (2 workers), and how long its work took once started."""
     path = tmp_path_factory.mktemp("ref") / "ref.zarr"
     run = mosic("extract-tracks", videos, "--store", path, *SETTINGS, "--workers", 2)
-    _wait_for_cluster(run)
+    wait_for_line(run, "dask dashboard:")  # the cluster is up
     started = time.monotonic()
     code, out = finish(run)
     assert code == 0, out
@@ -58,24 +45,14 @@ def reference(videos, tmp_path_factory):
 
 
 def _complete_videos(store: Path) -> int:
-    """Video groups marked complete (indexed or not yet), read while the run writes."""
+    """Videos in finished parts (indexed or not yet), read while the run writes."""
     complete = 0
-    for path in store.glob("videos/*/zarr.json"):
+    for path in store.glob("parts/*/zarr.json"):
         try:
-            complete += '"complete": true' in path.read_text()
-        except FileNotFoundError:  # a group being rewritten right now
+            complete += len(json.loads(path.read_text())["attributes"]["videos"])
+        except (FileNotFoundError, ValueError, KeyError):  # a part being written right now
             continue
     return complete
-
-
-def _wait_for_cluster(run: subprocess.Popen) -> None:
-    """Read the run's output until its cluster is up (the dashboard line)."""
-    lines = []
-    for line in run.stdout:
-        if line.startswith("dask dashboard:"):
-            return
-        lines.append(line)
-    raise AssertionError(f"the run ended before its cluster started: {''.join(lines)}")
 
 
 def test_sigkill_ten_times_then_resume_gives_the_uninterrupted_store(videos, reference, tmp_path):
@@ -95,7 +72,7 @@ def test_sigkill_ten_times_then_resume_gives_the_uninterrupted_store(videos, ref
             "--batch-videos",
             1,
         )
-        _wait_for_cluster(run)
+        wait_for_line(run, "dask dashboard:")  # the cluster is up
         before = _complete_videos(path)
         deadline = time.monotonic() + 60  # kill mid-work: once one more video is complete
         while before < VIDEOS and _complete_videos(path) == before and run.poll() is None:
@@ -142,18 +119,19 @@ def test_a_stale_lock_of_a_dead_run_is_taken_over(videos, tmp_path):
     Path(f"{path}.lock").write_text(json.dumps(dead))
     code, out = finish(mosic("extract-tracks", videos, "--store", path, *SETTINGS, "--workers", 0))
     assert code == 0, out
+    assert f"took over the lock of a run that is gone (host {dead['host']}, pid 999999" in out
     assert len(TrackStore.open(path).keys()) == VIDEOS
 
 
 def _limit_file_size() -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
-    resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, 400_000))
 
 
 def test_a_refused_write_fails_the_video_and_keeps_the_store_valid(tmp_path):
     src = tmp_path / "videos"
-    # Frames are stored in shards of 64: ~12 x 37 kB for the small video, ~64 x 37 kB (more
-    # than the 1 MB limit) for the large one.
+    # One part for both (--batch-videos 2), large first: its frames (~120 x 5 kB of JPEG) pass
+    # the 400 kB limit midway; the part is cut back to before it and small goes on in it.
     write_video_file(make_video(0, num_frames=12, height=96, width=128), src / "small.mp4")
     write_video_file(make_video(1, num_frames=120, height=96, width=128), src / "large.mp4")
     path = tmp_path / "tracks.zarr"
@@ -170,6 +148,8 @@ def test_a_refused_write_fails_the_video_and_keeps_the_store_valid(tmp_path):
         "128x96",
         "--workers",
         "0",
+        "--batch-videos",
+        "2",
         preexec_fn=_limit_file_size,
     )
     code, out = finish(run)
@@ -180,4 +160,4 @@ def test_a_refused_write_fails_the_video_and_keeps_the_store_valid(tmp_path):
     assert failure.key == "large" and failure.stage == "write"
     assert "File too large" in failure.reason
     assert validate_store(store).ok
-    assert not (path / "videos" / "large").exists()
+    assert [r.key for records in store.finished_parts().values() for r in records] == ["small"]

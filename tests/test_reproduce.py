@@ -88,6 +88,7 @@ def test_a_rerun_skips_every_complete_step(tmp_path):
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items() if p != results[0])
 
     run = work / "runs" / "mosic" / "seed0"
+    assert yaml.safe_load((run / "config.yaml").read_text())["max_steps"] == 3  # as train writes
     for done in ("final.json", "checkpoints/checkpoint-00000003.pt"):
         (run / done).unlink()  # training interrupted after the checkpoint of step 2
     resumed: list[str] = []

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from mosic.cli import app
 from mosic.pipeline.checkpoint import CheckpointError, list_checkpoints
 from mosic.pipeline.export import export_backbone
+from mosic.pipeline.run_folder import RunError
 from mosic.pipeline.train import TrainingError, train
 from mosic.pipeline.train_config import TrainConfig
 from mosic.stages.data.augment import AugmentConfig
@@ -104,12 +105,15 @@ def test_resume_gives_bitwise_the_same_losses(store, tmp_path):
     assert resumed == straight[4:]
 
 
-def test_checkpoint_of_another_backbone_is_refused(store, tmp_path):
+def test_checkpoint_of_another_model_is_refused(store, tmp_path):
     train(config(store, tmp_path / "a", max_steps=3))
     checkpoint = list_checkpoints(tmp_path / "a")[-1]
     other = config(store, tmp_path / "b", prototypes=16)
-    with pytest.raises(CheckpointError, match="8 prototypes"):
+    with pytest.raises(RunError, match=r"prototypes 8 -> 16, max_steps 3 -> 6; "):
         train(other, resume=checkpoint)
+    allowed = ("prototypes", "max_steps")  # named, but the weights cannot take it
+    with pytest.raises(CheckpointError, match=r"checkpoint-00000003.pt: does not fit the model"):
+        train(other, resume=checkpoint, allow_changes=allowed)
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_checkpoints(store, tmp_path):
@@ -122,8 +126,10 @@ def test_nan_loss_stops_with_the_step_and_keeps_checkpoints(store, tmp_path):
             state["student"][key].fill_(float("nan"))  # as a diverged run would leave it
     torch.save(state, tmp_path / "diverged.pt")
     with pytest.raises(TrainingError, match=r"loss is nan at step 3; stopped .*diverged.pt"):
-        train(cfg, resume=tmp_path / "diverged.pt")
-    assert list_checkpoints(tmp_path) == [good]
+        train(
+            replace(cfg, output=str(tmp_path / "b")), tmp_path / "diverged.pt", None, ("max_steps",)
+        )
+    assert list_checkpoints(tmp_path) == [good] and not list_checkpoints(tmp_path / "b")
 
 
 def test_export_loads_in_timm_strictly_with_the_same_features(store, tmp_path):

@@ -15,8 +15,9 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from mosic.cli import app
-from mosic.pipeline.checkpoint import CheckpointError, list_checkpoints
+from mosic.pipeline.checkpoint import list_checkpoints
 from mosic.pipeline.export import export_backbone
+from mosic.pipeline.run_folder import RunError
 from mosic.pipeline.train import train
 from mosic.pipeline.train_config import TrainConfig, TrainEvalConfig
 from mosic.pipeline.train_eval import TrainEvaluator
@@ -95,7 +96,7 @@ def test_lora_resume_gives_the_same_losses(store, base_weights, tmp_path):
     assert checkpoint.name == "checkpoint-00000003.pt"
     resumed = train(lora_config(store, tmp_path / "b", base_weights, max_steps=6), checkpoint)
     assert resumed.losses == straight[3:]
-    with pytest.raises(CheckpointError, match="--lora-rank 4, not 0"):
+    with pytest.raises(RunError, match=r"lora_rank 4 -> 0"):
         train(config(store, tmp_path / "c", max_steps=6), resume=checkpoint)
 
 

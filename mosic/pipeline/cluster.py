@@ -5,6 +5,8 @@ its own videos' groups and returns their outcomes; the coordinator alone writes 
 the failures table. A worker that dies is replaced and its task rerun (a rerun rewrites the
 video from scratch); a batch whose task killed two workers is split into single videos, and a
 video that kills two workers on its own is recorded as failed.
+
+A cluster started here listens on loopback only, with TLS (``mosic.pipeline.cluster_security``).
 """
 
 from __future__ import annotations
@@ -18,10 +20,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 import dask
 from distributed import Client, KilledWorker, Nanny, Scheduler, SpecCluster, as_completed
 
+from mosic.pipeline.cluster_security import (
+    LOOPBACK,
+    ClusterError,
+    dashboard_address,
+    dashboard_exposure,
+    local_security,
+    plaintext_exposure,
+    scheduler_security,
+    served_url,
+)
 from mosic.pipeline.extract import Batch, ExtractConfig, VideoOutcome, extract_batch, failed
 from mosic.pipeline.io_process import die_with_parent
 from mosic.stages.trackers import build_tracker
@@ -36,14 +49,32 @@ class ClusterConfig:
 
     workers: worker processes on this machine (default: one per GPU with --device cuda, else
         one per core); 0 runs everything in this process, with no cluster.
-    scheduler: address of an existing Dask scheduler to use instead (``tcp://host:8786``).
-    dashboard: address for the dashboard of a cluster started here.
+    scheduler: address of an existing Dask scheduler to use instead (``tls://host:8786``).
+    dashboard: ``[HOST]:PORT`` of the dashboard of a cluster started here (loopback unless HOST
+        is given); None: no dashboard.
+    tls_ca_file, tls_cert, tls_key: the client's TLS files for ``scheduler`` (else Dask's
+        configuration's).
     """
 
     workers: int | None = None
     scheduler: str | None = None
     device: str = "cpu"
-    dashboard: str = ":8787"
+    dashboard: str | None = ":8787"
+    tls_ca_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.scheduler and any(self.tls_paths()):
+            own = "a cluster started here makes its own certificate"
+            raise ClusterError(
+                f"--tls-ca-file, --tls-cert and --tls-key are for --scheduler ({own})"
+            )
+
+    def tls_paths(self) -> tuple[Path | None, Path | None, Path | None]:
+        """The CA, certificate and key files given for ``scheduler``."""
+        paths = (self.tls_ca_file, self.tls_cert, self.tls_key)
+        return tuple(Path(p) if p else None for p in paths)
 
 
 def gpu_count() -> int:
@@ -95,12 +126,25 @@ def worker_specs(config: ClusterConfig) -> dict[str, dict]:
 
 @contextmanager
 def dask_client(config: ClusterConfig) -> Iterator[Client]:
-    """A client of an existing scheduler, or of a cluster started here and closed on exit."""
+    """A client of an existing scheduler, or of a cluster started here and closed on exit.
+
+    Raises ``ClusterError`` (one line) if the scheduler cannot be reached or its TLS set up.
+    """
     if config.scheduler:
-        with Client(config.scheduler) as client:
+        address, security = scheduler_security(config.scheduler, *config.tls_paths())
+        try:
+            client = Client(address, security=security)
+        except (OSError, TimeoutError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            message = f"cannot connect to the Dask scheduler at {address}: {reason}"
+            raise ClusterError(message) from None
+        with client:
             yield client
         return
+    security = local_security()
     specs = worker_specs(config)
+    for spec in specs.values():
+        spec["options"].update(host=LOOPBACK, security=security)
     settings = {
         "distributed.scheduler.allowed-failures": WORKER_DEATHS_ALLOWED,
         # Dask's default MALLOC_TRIM_THRESHOLD_ turns off glibc's adaptive mmap threshold: every
@@ -112,13 +156,49 @@ def dask_client(config: ClusterConfig) -> Iterator[Client]:
         # children), which measured as fast and costs no process.
         "distributed.worker.daemon": len(specs) >= (os.cpu_count() or 1),
     }
+    if config.dashboard is None:  # the scheduler's HTTP server still runs: health check only
+        settings["distributed.scheduler.http.routes"] = ["distributed.http.health"]
+    options = {
+        "host": LOOPBACK,
+        "security": security,
+        "dashboard": config.dashboard is not None,
+        "dashboard_address": dashboard_address(config.dashboard or "0"),
+    }
     with dask.config.set(settings):
-        scheduler = {"cls": Scheduler, "options": {"dashboard_address": config.dashboard}}
+        scheduler = {"cls": Scheduler, "options": options}
         with (
-            SpecCluster(workers=specs, scheduler=scheduler, silence_logs=logging.ERROR) as cluster,
+            SpecCluster(
+                workers=specs, scheduler=scheduler, security=security, silence_logs=logging.ERROR
+            ) as cluster,
             Client(cluster) as client,
         ):
             yield client
+
+
+def exposure_warnings(config: ClusterConfig) -> list[str]:
+    """What the cluster would expose beyond this machine, one line each (to warn of first)."""
+    if config.scheduler:
+        address, _ = scheduler_security(config.scheduler, *config.tls_paths())
+        warning = plaintext_exposure(address)
+    elif config.workers != 0 and config.dashboard is not None:
+        warning = dashboard_exposure(dashboard_address(config.dashboard))
+    else:
+        warning = None
+    return [warning] if warning else []
+
+
+def dashboard_url(client: Client) -> str | None:
+    """The address the dashboard really serves: None if it is off (``dashboard=None``).
+
+    For a cluster started here, the HTTP server's bound address; else what the scheduler says.
+    """
+    cluster = client.cluster
+    if not isinstance(cluster, SpecCluster):
+        return client.dashboard_link or None
+    if not cluster.scheduler_spec["options"]["dashboard"]:
+        return None
+    server = cluster.scheduler.http_server
+    return served_url(server.address, server.port)
 
 
 @cache

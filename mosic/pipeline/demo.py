@@ -9,6 +9,7 @@ report comes from the run that writes it.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,6 +92,7 @@ def run_demo(out: Path, cfg: DemoConfig, run_cli: Callable[[list[str]], None]) -
         clip=ClipConfig(clip_frames=cfg.clip_frames, augment=AugmentConfig(cfg.input_size)),
         optim=OptimConfig(lr_head=1e-3, lr_backbone=1e-4, warmup_steps=10),
     )
+    shutil.rmtree(train_cfg.output, ignore_errors=True)  # a rerun trains again, from scratch
     result = train(train_cfg)
     loss_curve(result.losses, out / "loss.png")
 

@@ -17,23 +17,34 @@ import cv2
 import numpy as np
 
 from mosic.pipeline.io_process import IO, decode
-from mosic.stages.queries import grid_points, query_frames, track_query_sets
+from mosic.pipeline.pending import PendingIndex, plan_work
+from mosic.stages.queries import (
+    default_window,
+    grid_points,
+    long_video_frame_passes,
+    query_frames,
+    track_query_sets,
+)
 from mosic.stages.trackers import build_tracker
 from mosic.stages.trackers.base import Tracker
 from mosic.stages.video_io import DecodedVideo, SizeSpec, VideoError, VideoSource
 from mosic.store_schema import (
+    EncodedVideo,
     Failure,
+    FrameCodec,
     TrackStore,
     VideoData,
     VideoMeta,
     VideoRecord,
-    video_key,
+    encode_video,
 )
+from mosic.store_schema.parts import PartWriter
 
 Batch = list[tuple[VideoSource, str]]  # (source, store key) pairs: one unit of work
-BatchRunner = Callable[[list[Batch]], Iterator["VideoOutcome"]]
+BatchRunner = Callable[[list[Batch]], Iterator["VideoOutcome | PartDone"]]
 
 FLUSH_EVERY_VIDEOS = 32
+VIDEOS_PER_PART = 128  # most videos per task, and so per part (files: ~8 per part)
 FLUSH_EVERY_SECONDS = 2.0
 
 
@@ -48,33 +59,62 @@ class ExtractConfig:
     frame_stride: int = 1
     max_frames: int | None = None
     size: str = "256"
-    window: int = 67
+    window: int | None = None  # None: the tracker's own (its window_sets query sets)
     device: str = "cpu"
     tracker_checkpoint: str | None = None
     tracker_repo: str | None = None
+    tracker_dtype: str = "float32"  # or bfloat16 / float16: autocast (CoTracker3 on CUDA)
+    frame_codec: str = "jpeg"
+    jpeg_quality: int = FrameCodec().quality
 
     def __post_init__(self) -> None:
         SizeSpec.parse(self.size)
+        self.codec()
         for name in ("grid", "query_every", "horizon", "frame_stride", "window"):
-            if getattr(self, name) < 1:
+            if (getattr(self, name) or 1) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
         if self.horizon < 2:
             raise ValueError("--horizon must be at least 2 frames")
 
+    def window_for(self, tracker: Tracker) -> int:
+        """Frames per tracker call: ``window``, else the tracker's ``window_sets`` query sets
+        (within its ``max_frames``, if it has one)."""
+        most = getattr(tracker, "max_frames", None)
+        if self.window is None:
+            return default_window(tracker.window_sets, self.horizon, self.query_every, most)
+        if most and max(self.window, self.horizon) > most:
+            raise ValueError(
+                f"--window {self.window} / --horizon {self.horizon}: {tracker.name} takes at "
+                f"most {most} frames per call"
+            )
+        return self.window
+
     def store_attrs(self, tracker: Tracker) -> dict:
-        """What the store records of this extraction (compared on every re-run)."""
+        """What the store records of this extraction (compared on every re-run): the settings,
+        the window used and the frame-passes per stored frame it gives on a long video."""
         attrs = asdict(self)
-        for local in ("device", "tracker_checkpoint", "tracker_repo"):  # paths of this machine
-            del attrs[local]
+        for local in ("device", "tracker_checkpoint", "tracker_repo", "tracker_dtype"):
+            del attrs[local]  # paths of this machine; the dtype is in tracker_params
+        del attrs["frame_codec"], attrs["jpeg_quality"]  # the store's frame_codec attribute
+        attrs["window"] = window = self.window_for(tracker)
+        passes = long_video_frame_passes(self.query_every, self.horizon, window)
+        attrs["frame_passes"] = round(passes, 3)
         attrs["tracker"] = {"name": tracker.name, "version": tracker.version}
         attrs["tracker_params"] = tracker.params()
         return attrs
 
+    def codec(self) -> FrameCodec:
+        """How frames are stored (ValueError on an unknown codec or quality)."""
+        return FrameCodec(self.frame_codec, self.jpeg_quality)
+
     def tracker_options(self) -> dict:
-        """The ``build_tracker`` options given: weights, code, a device other than the CPU."""
+        """The ``build_tracker`` options given: weights, code, a device other than the CPU,
+        a dtype other than float32."""
         options = {"checkpoint": self.tracker_checkpoint, "repo": self.tracker_repo}
         if self.device != "cpu":
             options["device"] = self.device
+        if self.tracker_dtype != "float32":
+            options["dtype"] = self.tracker_dtype
         return {name: value for name, value in options.items() if value}
 
 
@@ -87,6 +127,7 @@ class VideoOutcome:
     record: VideoRecord | None = None
     failure: Failure | None = None
     frames: int = 0
+    tracked_frames: int = 0  # frames the tracker processed (windows overlap)
     track_seconds: float = 0.0
     busy_seconds: float = 0.0  # time its task spent on it: waiting for decode, track, write
 
@@ -101,15 +142,16 @@ def _one_line(exc: BaseException) -> str:
 
 def track(
     key: str, source: VideoSource, video: DecodedVideo, config: ExtractConfig, tracker: Tracker
-) -> tuple[VideoData, float] | VideoOutcome:
-    """Track one decoded video's query sets: its data and the tracker's seconds, or a failure."""
+) -> tuple[VideoData, float, int] | VideoOutcome:
+    """Track one decoded video's query sets: its data, the tracker's seconds and the frames it
+    processed, or a failure."""
     try:
         t, h, w, _ = video.frames.shape
         started = time.perf_counter()
         starts = query_frames(t, config.query_every, config.horizon)
         tracks = track_query_sets(
             tracker, video.frames, starts, grid_points(h, w, config.grid), config.horizon,
-            config.window,
+            config.window_for(tracker),
         )  # fmt: skip
         seconds = time.perf_counter() - started
     except Exception as exc:  # a bad video must not stop the run: it becomes a failure row
@@ -124,25 +166,7 @@ def track(
     data = VideoData(
         meta, video.frames, starts, tracks.positions, tracks.visible, tracks.confidence
     )
-    return data, seconds
-
-
-def store_video(
-    key: str, source: VideoSource, data: VideoData, track_seconds: float, store: TrackStore
-) -> VideoOutcome:
-    """Write one tracked video's group; a write error is returned as a failure."""
-    started = time.perf_counter()
-    try:
-        record = store.write_video(key, data)
-    except Exception as exc:  # a full disk fails this video, not the run
-        store.discard_video(key)
-        return failed(key, source, "write", exc)
-    write_seconds = time.perf_counter() - started
-    frames = len(data.frames)
-    return VideoOutcome(
-        key, str(source.path), record=record, frames=frames, track_seconds=track_seconds,
-        busy_seconds=track_seconds + write_seconds,
-    )  # fmt: skip
+    return data, seconds, tracks.tracked_frames
 
 
 def failed(key: str, source: VideoSource, stage: str, why: BaseException | str) -> VideoOutcome:
@@ -153,8 +177,17 @@ def failed(key: str, source: VideoSource, stage: str, why: BaseException | str) 
     )
 
 
+@dataclass(frozen=True)
+class PartDone:
+    """A part was finished (its videos can be indexed) or failed (``failure``: why)."""
+
+    part: str
+    keys: list[str]  # the videos appended to it
+    records: list[VideoRecord]  # their index rows, if it was finished
+    failure: str | None = None
+
+
 _KEPT: dict[str, np.ndarray] = {}  # in the I/O child: decoded frames awaiting their tracks
-_STORES: dict[str, TrackStore] = {}  # in the I/O child: stores it writes to
 
 
 def _decode_and_keep(source: VideoSource, *options) -> DecodedVideo:
@@ -169,38 +202,47 @@ def _forget(source: VideoSource) -> None:
     _KEPT.pop(str(source.path), None)
 
 
-def _write_kept(
-    store_path: str, key: str, source: VideoSource, data: VideoData, track_seconds: float
-) -> VideoOutcome:
-    """In the I/O child: write a tracked video, its frames being the ones kept at decoding."""
-    if store_path not in _STORES:
-        _STORES[store_path] = TrackStore.open(store_path, mode="r+")
+def _encode_kept(codec: FrameCodec, key: str, source: VideoSource, data: VideoData) -> EncodedVideo:
+    """In the I/O child: encode a tracked video, its frames being the ones kept at decoding."""
     frames = _KEPT.pop(str(source.path), None)
     if frames is None:  # decoded by an I/O child that has died since
         raise FramesLost(key)
-    data = replace(data, frames=frames)
-    return store_video(key, source, data, track_seconds, _STORES[store_path])
+    return encode_video(key, replace(data, frames=frames), codec)
 
 
 class FramesLost(LookupError):
-    """The I/O child that decoded a video died before writing it (the caller still has them)."""
+    """The I/O child that decoded a video died before encoding it (the caller still has them)."""
 
 
-def extract_batch(
-    items: Batch,
+def extract_batches(
+    batches: list[Batch],
     store: TrackStore,
     config: ExtractConfig,
     tracker: Tracker,
-) -> Iterator[VideoOutcome]:
-    """Extract videos one after another; this process's I/O child (``mosic.pipeline.io_process``)
-    decodes the next video and writes the previous one while the current one is tracked."""
+) -> Iterator[VideoOutcome | PartDone]:
+    """Extract batches of videos one video after another, each batch into a part of its own.
+
+    Yields each video's outcome as it is appended to its part, and a ``PartDone`` when the
+    part is finished: only then may its videos be indexed. This process's I/O child
+    (``mosic.pipeline.io_process``) decodes the next video and encodes the previous one while
+    the current one is tracked; this process appends the encoded chunks to the part.
+    """
     cv2.setNumThreads(1)  # OpenCV's pool does not speed the tracker up, it only spins a core
+    codec = config.codec()
     options = (config.size, config.frame_stride, config.max_frames, config.horizon)
-    ahead = [IO.retried(_decode_and_keep, source, *options) for source, _ in items[:1]]
-    writing: list[tuple[Future | VideoOutcome, float, tuple]] = []
-    for i, (source, key) in enumerate(items):
+    items = [(source, key, b) for b, batch in enumerate(batches) for source, key in batch]
+    ahead = [IO.retried(_decode_and_keep, source, *options) for source, _, _ in items[:1]]
+    writing: list[tuple] = []
+    writer = None
+    for i, (source, key, b) in enumerate(items):
         if i + 1 < len(items):
             ahead.append(IO.retried(_decode_and_keep, items[i + 1][0], *options))
+        if i == 0 or items[i - 1][2] != b:  # a new batch: finish the previous part first
+            while writing:
+                yield _finished(*writing.pop(), writer)
+            if writer is not None:
+                yield _close(writer)
+            writer = store.part_writer()
         started = time.perf_counter()
         video = ahead[i].result()  # waits for the decode
         decode_wait = time.perf_counter() - started
@@ -213,36 +255,68 @@ def extract_batch(
             if isinstance(video, DecodedVideo):
                 IO.submit(_forget, source)
             pending: Future | VideoOutcome = tracked
-            write_here: tuple = ()
+            encode_here: tuple = ()
+            tracked_frames = 0
         else:
-            data, seconds = tracked
+            data, seconds, tracked_frames = tracked
             without_frames = replace(data, frames=data.frames[:0])  # the child has them
-            pending = IO.submit(_write_kept, str(store.path), key, source, without_frames, seconds)
-            write_here = (key, source, data, seconds, store)  # if the child dies first
+            pending = IO.submit(_encode_kept, codec, key, source, without_frames)
+            encode_here = (key, data, codec, seconds)  # if the child dies first
         if writing:
-            yield _finished(*writing.pop())
-        writing.append((pending, decode_wait, write_here))
+            yield _finished(*writing.pop(), writer)
+        writing.append((pending, decode_wait, encode_here, source, tracked_frames))
     while writing:
-        yield _finished(*writing.pop())
+        yield _finished(*writing.pop(), writer)
+    if writer is not None:
+        yield _close(writer)
+
+
+def extract_batch(
+    items: Batch, store: TrackStore, config: ExtractConfig, tracker: Tracker
+) -> Iterator[VideoOutcome | PartDone]:
+    """``extract_batches`` of one batch: one part."""
+    return extract_batches([items], store, config, tracker)
 
 
 def _finished(
-    pending: Future | VideoOutcome, decode_wait: float, write_here: tuple
-) -> VideoOutcome:
-    """A written (or failed) video's outcome, its decode wait counted as busy time.
+    pending: Future | VideoOutcome, decode_wait: float, encode_here: tuple,
+    source: VideoSource, tracked_frames: int, writer: PartWriter,
+) -> VideoOutcome:  # fmt: skip
+    """An encoded video appended to ``writer`` (or its failure), its decode wait counted,
+    with the frames its tracker processed.
 
-    If the I/O child died before or while writing (another video's decoding can crash it), the
-    video is written here from this process's copy of its frames (``write_here``: the
-    arguments of ``store_video``), over whatever partial group the child left.
+    If the I/O child died before or while encoding (another video's decoding can crash it),
+    the video is encoded here from this process's copy of its frames (``encode_here``).
+    A write error (a full disk) fails this video only: the part is cut back to before it.
     """
     if isinstance(pending, VideoOutcome):
-        outcome = pending
-    else:
-        try:
-            outcome = pending.result()
-        except (BrokenProcessPool, FramesLost):
-            outcome = store_video(*write_here)
-    return replace(outcome, busy_seconds=outcome.busy_seconds + decode_wait)
+        return replace(pending, busy_seconds=pending.busy_seconds + decode_wait)
+    key, data, codec, track_seconds = encode_here
+    started = time.perf_counter()
+    try:
+        encoded = pending.result()
+    except (BrokenProcessPool, FramesLost):
+        encoded = encode_video(key, data, codec)
+    except Exception as exc:  # an encoder error fails this video, not the run
+        return failed(key, source, "write", exc)
+    try:
+        record = writer.append(encoded)
+    except Exception as exc:  # a full disk fails this video, not the run
+        return failed(key, source, "write", exc)
+    busy = track_seconds + decode_wait + time.perf_counter() - started
+    return VideoOutcome(
+        key, str(source.path), record=record, frames=record.num_frames,
+        track_seconds=track_seconds, busy_seconds=busy, tracked_frames=tracked_frames,
+    )  # fmt: skip
+
+
+def _close(writer: PartWriter) -> PartDone:
+    """Finish a part; a failure (a full disk) is reported with the part's name."""
+    keys = [video["key"] for video in writer.videos]
+    try:
+        return PartDone(writer.name, keys, writer.close())
+    except Exception as exc:  # every video of the part fails, the run goes on
+        return PartDone(writer.name, keys, [], failure=_one_line(exc))
 
 
 @dataclass
@@ -253,6 +327,7 @@ class ExtractSummary:
     skipped: int = 0
     done: int = 0
     frames: int = 0
+    tracked_frames: int = 0
     seconds: float = 0.0
     track_seconds: float = 0.0
     busy_seconds: float = 0.0
@@ -263,36 +338,10 @@ class ExtractSummary:
         """Videos that failed in this run."""
         return len(self.failures)
 
-
-def plan_work(
-    sources: list[VideoSource], store: TrackStore, overwrite: bool
-) -> tuple[Batch, list[VideoRecord], list[Failure]]:
-    """Split sources into work to do, complete videos to (re)index, and name clashes.
-
-    A video complete on disk but missing from the index (a run killed before it flushed) is
-    returned for indexing, not redone.
-    """
-    indexed = set(store.keys())
-    todo: Batch = []
-    reindex: list[VideoRecord] = []
-    clashes: list[Failure] = []
-    owner: dict[str, VideoSource] = {}
-    for source in sources:
-        key = video_key(source.name)
-        if key in owner:
-            reason = f"same store key {key!r} as {owner[key].path}"
-            clashes.append(Failure(video_key(str(source.path)), str(source.path), "input", reason))
-            continue
-        owner[key] = source
-        if overwrite:
-            todo.append((source, key))
-        elif key in indexed:
-            continue
-        elif store.is_complete(key):
-            reindex.append(store.read_record(key))
-        else:
-            todo.append((source, key))
-    return todo, reindex, clashes
+    @property
+    def frame_passes(self) -> float:
+        """Frames the tracker processed per stored frame, over the videos done in this run."""
+        return self.tracked_frames / max(self.frames, 1)
 
 
 class InProcessRunner:
@@ -301,9 +350,8 @@ class InProcessRunner:
     def __init__(self, store: TrackStore, config: ExtractConfig, tracker: Tracker):
         self.store, self.config, self.tracker = store, config, tracker
 
-    def __call__(self, batches: list[Batch]) -> Iterator[VideoOutcome]:
-        items = [item for batch in batches for item in batch]
-        yield from extract_batch(items, self.store, self.config, self.tracker)
+    def __call__(self, batches: list[Batch]) -> Iterator[VideoOutcome | PartDone]:
+        yield from extract_batches(batches, self.store, self.config, self.tracker)
 
 
 def run_extraction(
@@ -312,17 +360,20 @@ def run_extraction(
     config: ExtractConfig,
     runner: BatchRunner,
     *,
-    batch_videos: int = 1,
+    batch_videos: int = VIDEOS_PER_PART,
     overwrite: bool = False,
     on_video: Callable[[VideoOutcome], None] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> ExtractSummary:
-    """Extract every source not yet complete in ``store`` (the coordinator's loop).
+    """Extract every source not yet indexed in ``store`` (the coordinator's loop).
 
-    ``runner`` runs batches of ``batch_videos`` videos (in this process or on a cluster) and
-    yields their outcomes as they finish; only this loop writes the index and failures.
+    ``runner`` runs batches of ``batch_videos`` videos, a part each (in this process or on a
+    cluster), and yields their outcomes as they finish; only this loop writes the index and
+    failures, and it indexes a part's videos once the part is finished. The caller holds the
+    store's writer lock: parts left half-written by a killed run are removed first.
     """
     started = time.perf_counter()
+    store.remove_unfinished_parts()
     todo, reindex, clashes = plan_work(sources, store, overwrite)
     summary = ExtractSummary(total=len(sources), skipped=len(sources) - len(todo) - len(clashes))
     store.add_to_index(reindex)
@@ -330,43 +381,31 @@ def run_extraction(
     store.update_failures(clashes, [])
     if on_start:
         on_start(len(todo))
-    pending: list[VideoOutcome] = []
+    pending = PendingIndex()
     last_flush = time.monotonic()
     try:
         batches = [todo[i : i + batch_videos] for i in range(0, len(todo), batch_videos)]
-        for outcome in runner(batches):
-            pending.append(outcome)
-            if outcome.failure:
-                summary.failures.append(outcome.failure)
+        for event in runner(batches):
+            if isinstance(event, PartDone):
+                pending.part_done(event, summary)
             else:
-                summary.done += 1
-                summary.frames += outcome.frames
-                summary.track_seconds += outcome.track_seconds
-            summary.busy_seconds += outcome.busy_seconds
-            if on_video:
-                on_video(outcome)
+                pending.video(event, summary)
+                if on_video:
+                    on_video(event)
             if (
-                len(pending) >= FLUSH_EVERY_VIDEOS
+                len(pending.records) >= FLUSH_EVERY_VIDEOS
                 or time.monotonic() - last_flush > FLUSH_EVERY_SECONDS
             ):
-                _flush(store, pending)
+                pending.flush(store)
                 last_flush = time.monotonic()
     finally:
-        _flush(store, pending)
+        pending.flush(store)
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-def _flush(store: TrackStore, pending: list[VideoOutcome]) -> None:
-    """Write finished videos to the index and failures table (coordinator only)."""
-    store.add_to_index([o.record for o in pending if o.record])
-    store.update_failures(
-        [o.failure for o in pending if o.failure], [o.key for o in pending if o.record]
-    )
-    pending.clear()
 
 
 def open_store(path: str, config: ExtractConfig) -> tuple[TrackStore, Tracker]:
     """Build the tracker and open (or create) the store for it; settings must match."""
     tracker = build_tracker(config.tracker, **config.tracker_options())
-    return TrackStore.open_for_extraction(path, config.store_attrs(tracker)), tracker
+    store = TrackStore.open_for_extraction(path, config.store_attrs(tracker), config.codec())
+    return store, tracker

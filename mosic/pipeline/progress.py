@@ -28,9 +28,9 @@ def print_failure(console: Console, failure: Failure) -> None:
 class ExtractionProgress:
     """A rich progress bar fed with ``VideoOutcome``s (use as a context manager)."""
 
-    def __init__(self, console: Console | None = None):
+    def __init__(self, console: Console | None = None, label: str = "extract"):
         self.progress = Progress(
-            TextColumn("[bold]extract"),
+            TextColumn(f"[bold]{label}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("videos, [red]{task.fields[failed]} failed[/red]"),
@@ -59,9 +59,13 @@ class ExtractionProgress:
 
     def advance(self, outcome: VideoOutcome) -> None:
         """Count one finished video and print its failure line, if any."""
-        self.frames += outcome.frames
-        if outcome.failure:
+        self.count(outcome.frames, outcome.failure)
+
+    def count(self, frames: int, failure: Failure | None) -> None:
+        """Count one finished video of ``frames`` frames, or failed with ``failure``."""
+        self.frames += frames
+        if failure:
             self.failed += 1
-            print_failure(self.progress.console, outcome.failure)
+            print_failure(self.progress.console, failure)
         fps = self.frames / max(time.perf_counter() - self.started, 1e-9)
         self.progress.update(self.task, advance=1, failed=self.failed, fps=fps)

@@ -17,13 +17,12 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
-import yaml
 
-from mosic.pipeline.checkpoint import resolve_resume
+from mosic.pipeline.checkpoint import list_checkpoints
 from mosic.pipeline.evaluate import EvalRequest, run_evaluation, write_result
 from mosic.pipeline.extract import ExtractConfig, InProcessRunner, open_store, run_extraction
 from mosic.pipeline.reference_numbers import (
@@ -33,6 +32,7 @@ from mosic.pipeline.reference_numbers import (
     WEIGHTS,
 )
 from mosic.pipeline.reproduce_config import RANDOM_INIT, Evaluation, Generate, Row, train_config
+from mosic.pipeline.run_config import closest, read_mapping
 from mosic.pipeline.train import train
 from mosic.pipeline.train_config import TrainConfig
 from mosic.stages.model.backbone import create_backbone
@@ -67,7 +67,16 @@ class Locations:
 
     @classmethod
     def load(cls, file: Path | None = None, env: Mapping[str, str] = os.environ) -> Locations:
-        given = yaml.safe_load(file.read_text()) or {} if file else {}
+        given = read_mapping(file) if file else {}
+        known = [f.name for f in fields(cls)]
+        for key in given:
+            if key not in known:
+                raise ValueError(
+                    f"{file}: unknown key {key!r}{closest(str(key), known)}; the keys: "
+                    f"{', '.join(known)}"
+                )
+        if not isinstance(given.get("weights") or {}, dict):
+            raise ValueError(f"{file}: weights: expected 'key: path' lines")
         weights = {k: Path(v) for k, v in (given.get("weights") or {}).items()}
         for name, value in env.items():
             if name.startswith("WEIGHTS_") and value:
@@ -262,15 +271,15 @@ class Reproduction:
         """The row's training settings for ``seed``, from the base weights ``base``."""
         store = self.work / "stores" / f"{row.training.store}.zarr"
         output = self.run_dir(row, seed)
-        settings = {**row.training.settings, "stores": [str(store)], "output": str(output)}
+        settings = {**row.training.settings, "store": [str(store)], "output": str(output)}
         settings |= {"backbone": row.backbone, "seed": seed}
         return replace(train_config(settings), weights=str(base))
 
     def train(self, row: Row, seed: int, cfg: TrainConfig) -> None:
         """Stage two, resumed from the run's last checkpoint; writes ``final.json``."""
-        resume = resolve_resume("auto", cfg.output)
-        self.log(f"train {row.training.run} seed {seed}" + (f" from {resume}" if resume else ""))
-        result = train(cfg, resume=resume)
+        found = list_checkpoints(cfg.output)
+        self.log(f"train {row.training.run} seed {seed}" + (f" from {found[-1]}" if found else ""))
+        result = train(cfg, resume="auto")
         record = {"checkpoint": str(result.final_checkpoint), "steps": result.steps}
         record["config"] = cfg.to_dict()
         (Path(cfg.output) / "final.json").write_text(json.dumps(record))

@@ -7,11 +7,12 @@ rendered data), and its evaluations, one per column, each with its reference num
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from mosic.pipeline.run_config import build_config, coerce_all
 from mosic.pipeline.train_config import TrainConfig
 
 RANDOM_INIT = "random-init"  # weights: the backbone's seeded random initialisation
@@ -46,7 +47,7 @@ class Training:
     videos: str  # under the data root
     dataset: str  # a key of reference_numbers.DATASETS
     extract: dict = field(default_factory=dict)  # ExtractConfig fields
-    settings: dict = field(default_factory=dict)  # TrainConfig fields (nested: clip, ...)
+    settings: dict = field(default_factory=dict)  # run_config settings (mosic train's names)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,8 @@ def load_row(path: str | Path) -> Row:
     """Read one config file (the row's id is the file's stem)."""
     data = yaml.safe_load(Path(path).read_text())
     training = data.pop("train", None)
+    if training:
+        coerce_all(training.get("settings", {}), f"{path}: train.settings: ")  # checked now
     generate = data.pop("generate", None)
     return Row(
         id=Path(path).stem,
@@ -104,19 +107,7 @@ def load_rows(configs: list[Path]) -> list[Row]:
     return [load_row(path) for path in paths]
 
 
-def train_config(settings: dict) -> TrainConfig:
-    """A TrainConfig from a config's settings: defaults for what is not given."""
-    base = TrainConfig(stores=()).to_dict()
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            base[key] = {**base[key], **value}
-            if key == "clip" and "augment" in value:
-                base[key]["augment"] = {**TrainConfig(stores=()).to_dict()["clip"]["augment"]}
-                base[key]["augment"] |= value["augment"]
-        else:
-            base[key] = value
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = set(base) - known
-    if unknown:
-        raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
-    return TrainConfig.from_dict(base)
+def train_config(settings: dict, where: str = "") -> TrainConfig:
+    """A TrainConfig from a row's settings (named as ``mosic train``'s options, as in a run
+    file): defaults for what is not given; unknown names are a ValueError naming ``where``."""
+    return build_config(coerce_all(settings, where))

@@ -1,10 +1,13 @@
-"""``TrainConfig``: every setting of a training run, as data (saved in each checkpoint)."""
+"""``TrainConfig``: every setting of a training run, as data (saved in each checkpoint).
+
+``mosic.pipeline.run_config`` names each leaf field as a flat setting (the flag's name).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import get_type_hints
 
-from mosic.stages.data.augment import AugmentConfig
 from mosic.stages.data.clips import ClipConfig
 from mosic.stages.objective import ObjectiveConfig
 
@@ -53,6 +56,7 @@ class TrainConfig:
     batch_size: int = 64  # global, over all ranks
     max_steps: int | None = None
     loader_workers: int = 2
+    max_corrupt_fraction: float = 0.01  # corrupt clips skipped beyond this fraction stop a run
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 10
@@ -65,24 +69,44 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     evaluation: TrainEvalConfig = field(default_factory=TrainEvalConfig)
 
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "epochs", "checkpoint_every", "keep_checkpoints", "log_every"):
+            _at_least(name, getattr(self, name), 1)
+        for name in ("unfreeze_blocks", "lora_rank", "loader_workers"):
+            _at_least(name, getattr(self, name), 0)
+        if self.max_steps is not None:
+            _at_least("max_steps", self.max_steps, 1)
+
     def to_dict(self) -> dict:
         """Plain data (lists, numbers, strings) for checkpoints and logs."""
         return _plain(asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
-        """The inverse of ``to_dict`` (settings added since a checkpoint was written get
-        their defaults)."""
-        data = dict(data)
-        clip = dict(data.pop("clip"))
-        augment = AugmentConfig(**_tuples(clip.pop("augment")))
-        nested = {
-            "clip": ClipConfig(augment=augment, **clip),
-            "objective": ObjectiveConfig(**data.pop("objective")),
-            "optim": OptimConfig(**data.pop("optim")),
-            "evaluation": TrainEvalConfig(**data.pop("evaluation", {})),
-        }
-        return cls(**_tuples(data), **nested)
+        """The inverse of ``to_dict``: settings added since a checkpoint was written get their
+        defaults, settings it has that no longer exist are ignored."""
+        return _build(cls, data)
+
+
+def _at_least(name: str, value: int, low: int) -> None:
+    if value < low:
+        raise ValueError(f"{name} must be at least {low}, not {value}")
+
+
+def _build(cls, data: dict):
+    """``cls`` (a config dataclass) from plain data, nested configs and tuples rebuilt."""
+    hints = get_type_hints(cls)
+    given = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        value, kind = data[f.name], hints[f.name]
+        if is_dataclass(kind):
+            value = _build(kind, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        given[f.name] = value
+    return cls(**given)
 
 
 def _plain(value):
@@ -91,7 +115,3 @@ def _plain(value):
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
-
-
-def _tuples(data: dict) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}

@@ -1,4 +1,9 @@
-"""Query sets: an S x S grid of points seeded every K frames, each tracked for a horizon."""
+"""Query sets: an S x S grid of points seeded every K frames, each tracked for a horizon.
+
+Consecutive query sets share tracker calls: a window of W frames carries every set whose
+horizon fits inside it, so each stored frame goes through the tracker about
+``W / (sets per window * query_every)`` times instead of ``horizon / query_every`` times.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +31,13 @@ def query_frames(num_frames: int, every: int, horizon: int) -> np.ndarray:
     return np.arange(0, max(num_frames - horizon + 1, 0), every, dtype=np.int32)
 
 
+def default_window(sets: int, horizon: int, every: int, most: int | None = None) -> int:
+    """The window (frames) that holds ``sets`` consecutive query sets: ``horizon + (sets - 1)
+    * every``, lowered to ``most`` frames (a tracker's limit) but never below ``horizon``."""
+    window = horizon + (max(sets, 1) - 1) * every
+    return max(horizon, min(window, most)) if most else window
+
+
 @dataclass(frozen=True)
 class QuerySetTracks:
     """Tracks of every query set of one video.
@@ -33,22 +45,52 @@ class QuerySetTracks:
     positions: (Q, horizon, N, 2) float32 (x, y) pixels.
     visible: (Q, horizon, N) bool.
     confidence: (Q, horizon, N) float32, or None when the tracker has none.
+    tracked_frames: frames the tracker processed (the sum of its windows' lengths); over the
+        video's frame count this is the tracker's frame-passes per stored frame.
     """
 
     positions: np.ndarray
     visible: np.ndarray
     confidence: np.ndarray | None
+    tracked_frames: int = 0
 
 
-def _windows(starts: np.ndarray, horizon: int, window: int) -> list[np.ndarray]:
-    """Group query-set indices so each group's frames span at most max(window, horizon)."""
-    groups: list[list[int]] = []
+def windows(starts: np.ndarray, horizon: int, window: int) -> list[np.ndarray]:
+    """Group query sets (indices into the sorted ``starts``, (Q,)) into tracker windows.
+
+    Each group's frames, from its first start to its last start + ``horizon``, span at most
+    ``max(window, horizon)``. It uses as few groups as fit (fewest frames tracked: each group
+    costs ``horizon`` frames plus the gaps between its starts) and, among those, groups of
+    equal size (sizes differ by at most one, so no window is much longer than the others).
+    """
+    window = max(window, horizon)
+    if not len(starts):
+        return []
+    greedy: list[list[int]] = []
     for q, start in enumerate(starts):
-        if groups and start + horizon - starts[groups[-1][0]] <= window:
-            groups[-1].append(q)
+        if greedy and start + horizon - starts[greedy[-1][0]] <= window:
+            greedy[-1].append(q)
         else:
-            groups.append([q])
-    return [np.asarray(g) for g in groups]
+            greedy.append([q])
+    even = np.array_split(np.arange(len(starts)), len(greedy))
+    if all(starts[g[-1]] + horizon - starts[g[0]] <= window for g in even):
+        return even
+    return [np.asarray(g) for g in greedy]  # starts too uneven to split evenly
+
+
+def long_video_frame_passes(every: int, horizon: int, window: int) -> float:
+    """Frames the tracker processes per stored frame on a long video: each window holds the
+    ``sets`` that fit, spans ``horizon + (sets - 1) * every`` frames and advances by ``sets *
+    every``."""
+    sets = (max(window, horizon) - horizon) // every + 1
+    return (horizon + (sets - 1) * every) / (sets * every)
+
+
+def frame_passes(num_frames: int, every: int, horizon: int, window: int) -> float:
+    """Frames the tracker processes per stored frame for a video of ``num_frames`` frames."""
+    starts = query_frames(num_frames, every, horizon)
+    spans = [starts[g[-1]] + horizon - starts[g[0]] for g in windows(starts, horizon, window)]
+    return float(sum(spans)) / max(num_frames, 1)
 
 
 def track_query_sets(
@@ -57,16 +99,18 @@ def track_query_sets(
     starts: np.ndarray,
     points: np.ndarray,
     horizon: int,
-    window: int = 67,
+    window: int,
 ) -> QuerySetTracks:
     """Track the grid ``points`` from every start frame for ``horizon`` frames.
 
-    frames: (T, H, W, 3) uint8; starts: (Q,) int; points: (N, 2) float32 (x, y).
-    The video is cut into windows of at most ``window`` frames (memory stays bounded on long
-    videos); the windows go to the tracker as one batch.
+    frames: (T, H, W, 3) uint8; starts: (Q,) int, sorted; points: (N, 2) float32 (x, y).
+    The query sets are grouped into windows of at most ``max(window, horizon)`` frames
+    (``windows``): one tracker call per window, with the queries of all its sets (each at its
+    own frame), and the tracker told that a query is needed for ``horizon`` frames only. The
+    windows go to the tracker as one batch.
     """
     n = len(points)
-    groups = _windows(starts, horizon, window)
+    groups = windows(starts, horizon, window)
     batch = []
     for group in groups:
         first = starts[group[0]]
@@ -74,7 +118,7 @@ def track_query_sets(
         t = np.repeat(starts[group] - first, n).astype(np.float32)
         queries = np.concatenate([t[:, None], np.tile(points, (len(group), 1))], axis=1)
         batch.append((window_frames, queries))
-    results = tracker.track_batch(batch)
+    results = tracker.track_batch(batch, horizon=horizon)
 
     q_total = len(starts)
     positions = np.empty((q_total, horizon, n, 2), np.float32)
@@ -90,4 +134,5 @@ def track_query_sets(
             visible[q] = result.visible[rows, cols]
             if confidence is not None:
                 confidence[q] = result.confidence[rows, cols]
-    return QuerySetTracks(positions, visible, confidence)
+    tracked = sum(len(frames_) for frames_, _ in batch)
+    return QuerySetTracks(positions, visible, confidence, tracked)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import av
@@ -30,6 +31,13 @@ def point_colours(points: np.ndarray) -> np.ndarray:
     x, y = _unit(points[:, 0]), _unit(points[:, 1])
     hsv = np.stack([x * 160, np.full_like(x, 255), 155 + y * 100], axis=1).astype(np.uint8)
     return cv2.cvtColor(hsv[None], cv2.COLOR_HSV2RGB)[0]
+
+
+def pick_points(num_points: int, about: int) -> np.ndarray:
+    """Indices of a regular sub-grid of about ``about`` of a square grid's ``num_points``."""
+    grid = math.isqrt(num_points)
+    stride = max(1, math.ceil(grid / math.isqrt(max(about, 1))))
+    return np.arange(grid * grid).reshape(grid, grid)[::stride, ::stride].ravel()
 
 
 def draw_tracks(

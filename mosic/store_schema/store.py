@@ -1,86 +1,51 @@
 """``TrackStore``: reading and writing a mosic store (layout in ``layout.py``).
 
-Writers: each video group is written by exactly one process, whole, and marked complete last.
-The index and the failures table are written only by the coordinator (the process that runs
-the extraction). Readers see a video only once it is in the index.
+Writers: a part is written whole by one process (``PartWriter``), which never touches another
+part; the index and the failures table are written only by the coordinator (the process that
+runs the extraction), after the part is finished. Readers see a video only once it is in the
+index, and what they opened is a snapshot: the rows visible then, in parts that never change.
 """
 
 from __future__ import annotations
 
-import asyncio
-import math
+import difflib
 import os
 import shutil
-from dataclasses import asdict, dataclass
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
-from zarr.core.sync import sync
 
 from mosic.store_schema import layout
-from mosic.store_schema.rows import RowArray, read_clip_rows
+from mosic.store_schema.chunks import FrameCodec, split_tracks
+from mosic.store_schema.errors import CorruptVideo, DamagedData, StoreError
+from mosic.store_schema.index import Index, create_index
+from mosic.store_schema.parts import PartWriter, encode_video, part_attrs, part_reader
+from mosic.store_schema.records import Failure, VideoData, VideoMeta, VideoRecord
 
 
-class StoreError(Exception):
-    """A store that cannot be opened or used as asked; str() is one line."""
-
-
-@dataclass(frozen=True)
-class VideoRecord:
-    """One row of the index."""
-
-    key: str
-    num_frames: int
-    height: int
-    width: int
-    num_query_sets: int
-
-
-@dataclass(frozen=True)
-class VideoMeta:
-    """Per-video metadata, kept in the video group's attributes."""
-
-    source: str
-    original_size: tuple[int, int]
-    fps: float | None
-    decoded_frames: int
-    frame_stride: int
-
-
-@dataclass(frozen=True)
-class VideoData:
-    """Everything stored for one video.
-
-    frames: (T, H, W, 3) uint8 RGB at storage size.
-    query_frames: (Q,) int32, stored-frame index where each query set starts.
-    positions: (Q, horizon, N, 2) float32 (x, y) pixels; NaN past the video's end.
-    visible: (Q, horizon, N) bool.
-    confidence: (Q, horizon, N) float32 or None.
-    """
-
-    meta: VideoMeta
-    frames: np.ndarray
-    query_frames: np.ndarray
-    positions: np.ndarray
-    visible: np.ndarray
-    confidence: np.ndarray | None = None
-
-    def record(self, key: str) -> VideoRecord:
-        """The index row for this video under ``key``."""
-        t, h, w, _ = self.frames.shape
-        return VideoRecord(key, t, h, w, len(self.query_frames))
-
-
-@dataclass(frozen=True)
-class Failure:
-    """One row of the failures table."""
-
-    key: str
-    source: str
-    stage: str
-    reason: str
+def version_problem(path: Path, version: object) -> str | None:
+    """The one-line reason a store of schema ``version`` cannot be read, or None."""
+    if version is None:
+        return f"{path}: not a mosic store (no {layout.VERSION_ATTR} in its zarr.json)"
+    try:
+        number = int(version)
+    except (TypeError, ValueError):
+        number = None
+    if number == layout.STORE_VERSION and not isinstance(version, bool):
+        return None
+    if number == 1:
+        return (
+            f"{path}: a store of schema version 1; this mosic reads version "
+            f"{layout.STORE_VERSION}: convert it with `mosic store convert {path} NEW.zarr`"
+        )
+    return (
+        f"{path}: store schema version {version}, this mosic reads version "
+        f"{layout.STORE_VERSION}; re-extract into a new store"
+    )
 
 
 class TrackStore:
@@ -89,6 +54,8 @@ class TrackStore:
     def __init__(self, root: zarr.Group, path: Path):
         self.root = root
         self.path = path
+        self.index = Index(root[layout.INDEX])
+        self._by_key: dict[str, VideoRecord] | None = None
 
     # -- opening -------------------------------------------------------------------------
 
@@ -102,16 +69,15 @@ class TrackStore:
             root = zarr.open_group(path, mode=mode)
         except Exception as exc:  # zarr raises several types for a damaged root
             raise StoreError(f"{path}: cannot open as Zarr: {exc}") from exc
-        version = root.attrs.get(layout.VERSION_ATTR)
-        if version != layout.STORE_VERSION:
-            raise StoreError(
-                f"{path}: store schema version {version!r}, this mosic reads version "
-                f"{layout.STORE_VERSION}; re-extract into a new store"
-            )
+        problem = version_problem(path, root.attrs.get(layout.VERSION_ATTR))
+        if problem:
+            raise StoreError(problem)
         return cls(root, path)
 
     @classmethod
-    def create(cls, path: str | Path, extraction: dict[str, Any]) -> TrackStore:
+    def create(
+        cls, path: str | Path, extraction: dict[str, Any], codec: FrameCodec | None = None
+    ) -> TrackStore:
         """Create a new, empty store with the extraction settings every video shares.
 
         The store is built in a temporary folder beside ``path`` and renamed into place, so a
@@ -120,39 +86,38 @@ class TrackStore:
         path = Path(path)
         if path.exists() and any(path.iterdir()):
             raise StoreError(f"{path}: already exists and is not empty")
+        codec = codec or FrameCodec()
         building = path.with_name(f".{path.name}.creating-{os.getpid()}")
         shutil.rmtree(building, ignore_errors=True)
-        root = zarr.open_group(
-            building,
-            mode="w",
-            attributes={
-                layout.VERSION_ATTR: layout.STORE_VERSION,
-                layout.EXTRACTION_ATTR: extraction,
-            },
-        )
-        index = root.create_group(layout.INDEX, attributes={layout.COUNT_ATTR: 0})
-        for name, dtype in layout.INDEX_COLUMNS.items():
-            index.create_array(name, shape=(0,), chunks=(layout.INDEX_CHUNK,), dtype=dtype)
+        attrs = {
+            layout.VERSION_ATTR: layout.STORE_VERSION,
+            layout.EXTRACTION_ATTR: extraction,
+            layout.FRAME_CODEC_ATTR: codec.attrs(),
+        }
+        root = zarr.open_group(building, mode="w", attributes=attrs)
+        create_index(root)
         root.create_group(layout.FAILURES, attributes={layout.FAILURES_ATTR: {}})
-        root.create_group(layout.VIDEOS)
+        (building / layout.PARTS).mkdir()
         if path.exists():
             path.rmdir()
         building.rename(path)
         return cls.open(path, mode="r+")
 
     @classmethod
-    def open_for_extraction(cls, path: str | Path, extraction: dict[str, Any]) -> TrackStore:
-        """Open a store to add videos, creating it; its settings must equal ``extraction``."""
+    def open_for_extraction(
+        cls, path: str | Path, extraction: dict[str, Any], codec: FrameCodec | None = None
+    ) -> TrackStore:
+        """Open a store to add videos, creating it; its settings must equal ``extraction``
+        (and its frame codec ``codec``)."""
         path = Path(path)
+        codec = codec or FrameCodec()
         if not path.exists() or not any(path.iterdir()):
-            return cls.create(path, extraction)
+            return cls.create(path, extraction, codec)
         store = cls.open(path, mode="r+")
-        if store.extraction != extraction:
-            diff = sorted(
-                k
-                for k in set(extraction) | set(store.extraction)
-                if extraction.get(k) != store.extraction.get(k)
-            )
+        ours = {**extraction, "frame_codec": codec.attrs()}
+        theirs = {**store.extraction, "frame_codec": store.frame_codec.attrs()}
+        diff = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+        if diff:
             raise StoreError(
                 f"{path}: extracted with other settings ({', '.join(diff)} differ); "
                 "use another --store"
@@ -164,57 +129,43 @@ class TrackStore:
         """The settings shared by every video: tracker name, version, parameters, grid, ..."""
         return dict(self.root.attrs[layout.EXTRACTION_ATTR])
 
+    @property
+    def frame_codec(self) -> FrameCodec:
+        """How this store's frames are encoded."""
+        return FrameCodec.from_attrs(self.root.attrs[layout.FRAME_CODEC_ATTR])
+
     # -- the index (coordinator writes, everyone reads) ----------------------------------
 
-    def _index(self) -> zarr.Group:
-        return self.root[layout.INDEX]
-
     def records(self) -> list[VideoRecord]:
-        """Every complete video, in the order they were indexed."""
-        index = self._index()
-        count = self._count()
-        if count == 0:
-            return []
-        cols = {name: index[name][:count] for name in layout.INDEX_COLUMNS}
-        return [
-            VideoRecord(str(k), int(t), int(h), int(w), int(q))
-            for k, t, h, w, q in zip(
-                cols["key"],
-                cols["num_frames"],
-                cols["height"],
-                cols["width"],
-                cols["num_query_sets"],
-                strict=True,
-            )
-        ]
+        """Every indexed video, in the order they were indexed."""
+        return self.index.records()
 
     def keys(self) -> list[str]:
-        """Keys of every complete video."""
-        count = self._count()
-        return [str(k) for k in self._index()["key"][:count]] if count else []
-
-    def _count(self) -> int:
-        return int(self._index().attrs[layout.COUNT_ATTR])
+        """Keys of every indexed video."""
+        return self.index.keys()
 
     def add_to_index(self, records: list[VideoRecord]) -> None:
-        """Append new rows and update existing ones (coordinator only); the row count last."""
-        if not records:
-            return
-        index = self._index()
-        count = self._count()
-        position = {k: i for i, k in enumerate(self.keys())}
-        new = [r for r in records if r.key not in position]
-        needed = count + len(new)
-        for name in layout.INDEX_COLUMNS:
-            array = index[name]
-            if array.shape[0] < needed:
-                array.resize((math.ceil(needed / layout.INDEX_CHUNK) * layout.INDEX_CHUNK,))
-            if new:
-                array[count:needed] = np.array([getattr(r, name) for r in new], dtype=array.dtype)
-            for r in records:
-                if r.key in position:
-                    array[position[r.key]] = getattr(r, name)
-        index.attrs[layout.COUNT_ATTR] = needed
+        """Index finished videos (coordinator only); a key indexed again points to its new rows."""
+        self.index.add(records)
+        self._by_key = None
+
+    def record(self, key: str) -> VideoRecord:
+        """The index row of ``key`` (StoreError naming close keys if it is not indexed)."""
+        if self._by_key is not None and key in self._by_key:
+            return self._by_key[key]
+        record = self.index.find(key)
+        if record is None:
+            keys = self.keys()
+            close = difflib.get_close_matches(key, keys, n=5, cutoff=0.5)
+            hint = f"; close: {', '.join(close)}" if close else ""
+            raise StoreError(
+                f"{self.path}: no video {key!r} among its {len(keys)} videos{hint} "
+                "(all keys: mosic store keys)"
+            )
+        if self._by_key is None:
+            self._by_key = {}
+        self._by_key[key] = record
+        return record
 
     # -- failures (coordinator writes) ---------------------------------------------------
 
@@ -235,97 +186,81 @@ class TrackStore:
             table[f.key] = {"source": f.source, "stage": f.stage, "reason": f.reason}
         group.attrs[layout.FAILURES_ATTR] = table
 
-    # -- videos (one writer per video) ---------------------------------------------------
+    # -- parts (one writer each) ---------------------------------------------------------
 
-    def is_complete(self, key: str) -> bool:
-        """Whether the video's group exists and was marked complete."""
+    def part_writer(self) -> PartWriter:
+        """A writer of a new part with a name no other writer uses."""
+        return PartWriter(self.path, f"p-{uuid.uuid4().hex[:16]}", self.frame_codec)
+
+    def write_part(self, videos: dict[str, VideoData]) -> list[VideoRecord]:
+        """Write ``videos`` into one new part and index them: writer and coordinator in one
+        (tools, benchmarks and tests; an extraction spreads the two over processes)."""
+        writer = self.part_writer()
         try:
-            group = self.root[layout.video_path(key)]
-        except KeyError:
-            return False
-        return bool(group.attrs.get(layout.COMPLETE_ATTR, False))
+            for key, data in videos.items():
+                writer.append(encode_video(key, data, self.frame_codec))
+        except BaseException:
+            writer.abort()
+            raise
+        records = writer.close()
+        self.add_to_index(records)
+        return records
 
-    def write_video(self, key: str, data: VideoData) -> VideoRecord:
-        """Write one video's group whole (replacing any earlier, partial one); mark it last."""
-        t, h, w, _ = data.frames.shape
-        q, horizon, n, _ = data.positions.shape
-        codec = layout.compressor()
-        group = self.root.create_group(layout.video_path(key), overwrite=True)
-        frames = group.create_array(
-            "frames",
-            shape=(t, h, w, 3),
-            dtype="uint8",
-            chunks=(1, h, w, 3),
-            shards=(min(t, layout.FRAMES_PER_SHARD), h, w, 3),
-            compressors=codec,
-        )
-        RowArray.open(self.path / frames.path).write(data.frames)
-        group.create_array("query_frames", data=data.query_frames.astype(np.int32))
-        track_arrays = {
-            "positions": (data.positions, layout.POSITION_DTYPE, float("nan")),
-            "visible": (data.visible, "bool", False),
-            "confidence": (data.confidence, layout.CONFIDENCE_DTYPE, 0.0),
-        }
-        for name, (values, dtype, fill) in track_arrays.items():
-            if values is None:
-                continue
-            array = group.create_array(
-                name,
-                shape=values.shape,
-                dtype=dtype,
-                chunks=(1, *values.shape[1:]),
-                shards=values.shape,
-                compressors=codec,
-                fill_value=fill,
-            )
-            RowArray.open(self.path / array.path).write(values)
-        meta = asdict(data.meta)
-        meta.update(num_frames=t, size=[h, w], num_query_sets=q, horizon=horizon, num_points=n)
-        meta[layout.COMPLETE_ATTR] = True
-        group.attrs.update(meta)
-        return data.record(key)
+    def part_names(self) -> list[str]:
+        """Every folder under ``parts/``, finished or not."""
+        parts = self.path / layout.PARTS
+        return sorted(p.name for p in parts.iterdir()) if parts.is_dir() else []
 
-    def discard_video(self, key: str) -> None:
-        """Remove a video's group, complete or not (best effort: a full disk may refuse).
+    def finished_parts(self) -> dict[str, list[VideoRecord]]:
+        """Each finished part's videos (indexed or not): {part: records}."""
+        found = {}
+        for name in self.part_names():
+            attrs = part_attrs(self.path, name)
+            if attrs is not None:
+                found[name] = [VideoRecord.from_row(v) for v in attrs[layout.PART_VIDEOS_ATTR]]
+        return found
 
-        After a failed write zarr may still have chunk writes in flight (one failure does not
-        cancel the others), and they would re-create folders: they are waited for first.
-        """
-        _wait_for_pending_writes()
-        shutil.rmtree(self.path / layout.video_path(key), ignore_errors=True)
+    def remove_unfinished_parts(self) -> list[str]:
+        """Remove parts a killed writer left half-written (writer lock holders only)."""
+        removed = [n for n in self.part_names() if part_attrs(self.path, n) is None]
+        for name in removed:
+            shutil.rmtree(self.path / layout.part_path(name), ignore_errors=True)
+        return removed
 
-    def read_record(self, key: str) -> VideoRecord:
-        """The index row of a complete video, from its own group's attributes."""
-        attrs = self.video(key).attrs
-        h, w = attrs["size"]
-        return VideoRecord(key, attrs["num_frames"], h, w, attrs["num_query_sets"])
-
-    def video(self, key: str) -> zarr.Group:
-        """The group of a complete video (raises StoreError otherwise)."""
-        if not self.is_complete(key):
-            raise StoreError(f"{self.path}: no complete video {key!r}")
-        return self.root[layout.video_path(key)]
+    # -- reading -------------------------------------------------------------------------
 
     def read_video(self, key: str) -> VideoData:
-        """Read one video's data back whole."""
-        group = self.video(key)
-        attrs = dict(group.attrs)
-        meta = VideoMeta(
-            source=attrs["source"],
-            original_size=tuple(attrs["original_size"]),
-            fps=attrs["fps"],
-            decoded_frames=attrs["decoded_frames"],
-            frame_stride=attrs["frame_stride"],
+        """Read one video's data back whole (CorruptVideo if any of it is damaged)."""
+        record = self.record(key)
+        meta = next(
+            v["meta"]
+            for v in (part_attrs(self.path, record.part) or {}).get(layout.PART_VIDEOS_ATTR, [])
+            if v["key"] == key and v["frame_start"] == record.frame_start
         )
-        confidence = group["confidence"][:].astype(np.float32) if "confidence" in group else None
+        frames = read_rows(self.path, record, range(record.num_frames), [])[0]
+        tracks = read_rows(self.path, record, [], range(record.num_query_sets))[1]
+        positions, visible, confidence = split_tracks(tracks)
+        every = self.extraction["query_every"]
         return VideoData(
-            meta=meta,
-            frames=group["frames"][:],
-            query_frames=group["query_frames"][:],
-            positions=group["positions"][:].astype(np.float32),
-            visible=group["visible"][:],
+            meta=VideoMeta(**{**meta, "original_size": tuple(meta["original_size"])}),
+            frames=frames,
+            query_frames=(np.arange(record.num_query_sets) * every).astype(np.int32),
+            positions=positions,
+            visible=visible,
             confidence=confidence,
         )
+
+    def read_query_set(self, key: str, query_set: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A query set's frames (horizon, H, W, 3) uint8, positions (horizon, N, 2) float32
+        (x, y) and visible (horizon, N) bool; StoreError naming the valid range."""
+        record = self.record(key)
+        if not 0 <= query_set < record.num_query_sets:
+            raise StoreError(
+                f"{key}: no query set {query_set}; it has {record.num_query_sets} "
+                f"(0 to {record.num_query_sets - 1})"
+            )
+        start = query_set * self.extraction["query_every"]
+        return read_clip_rows(self.path, record, start, query_set, self.extraction["horizon"], 1)
 
     def read_clip(
         self, key: str, query_set: int, num_frames: int, step: int
@@ -333,28 +268,58 @@ class TrackStore:
         """One training clip: ``num_frames`` frames ``step`` apart from a query set's start.
 
         Returns frames (F, H, W, 3) uint8, positions (F, N, 2) float32 (x, y) and visible (F, N)
-        bool. Reads F frame chunks and one chunk of each track array (``rows.read_clip_rows``).
+        bool. Reads F frame chunks and one tracks chunk (``read_clip_rows``).
         """
-        attrs = self.video(key).attrs
-        start = query_set * self.extraction["query_every"]
+        record = self.record(key)
+        extraction = self.extraction
         span = (num_frames - 1) * step + 1
+        start = query_set * extraction["query_every"]
         if (
-            not 0 <= query_set < attrs["num_query_sets"]
-            or span > attrs["horizon"]
-            or start + span > attrs["num_frames"]
+            not 0 <= query_set < record.num_query_sets
+            or span > extraction["horizon"]
+            or start + span > record.num_frames
         ):
             raise StoreError(f"{key}: query set {query_set} has no {num_frames}x{step} clip")
-        return read_clip_rows(
-            self.path / layout.video_path(key), start, query_set, num_frames, step
-        )
+        return read_clip_rows(self.path, record, start, query_set, num_frames, step)
 
 
-def _wait_for_pending_writes() -> None:
-    """Let every task still running on zarr's event loop finish (their errors are ignored)."""
+@dataclass(frozen=True)
+class ClipLocation:
+    """Where a video's rows are: what ``read_clip_rows`` needs of its index row."""
 
-    async def drain() -> None:
-        current = asyncio.current_task()
-        pending = [task for task in asyncio.all_tasks() if task is not current]
-        await asyncio.gather(*pending, return_exceptions=True)
+    key: str
+    part: str
+    frame_start: int
+    track_start: int
+    height: int
+    width: int
 
-    sync(drain())
+
+def read_rows(path: Path, video: VideoRecord | ClipLocation, frames, query_sets
+              ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """A video's frames (F, H, W, 3) uint8 and query sets' tracks (S, C, horizon, N) float16,
+    by row within the video; CorruptVideo naming the video if anything is missing or damaged."""
+    try:
+        part = part_reader(path, video.part)
+        f = [video.frame_start + i for i in frames]
+        q = [video.track_start + i for i in query_sets]
+        out_frames = part.frames(f, video.height, video.width) if f else None
+        out_tracks = part.tracks(q) if q else None
+    except DamagedData as exc:
+        raise CorruptVideo(video.key, f"{path}: {exc}") from None
+    return out_frames, out_tracks
+
+
+def read_clip_rows(
+    path: Path, video: VideoRecord | ClipLocation, start: int, query_set: int, num_frames: int,
+    step: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Frames ``start, start + step, ...`` of a video and its query set's tracks.
+
+    Returns frames (F, H, W, 3) uint8, positions (F, N, 2) float32 (x, y) stored-frame pixels
+    and visible (F, N) bool; the query set must start at ``start``.
+    """
+    span = (num_frames - 1) * step + 1
+    frames, tracks = read_rows(path, video, range(start, start + span, step), [query_set])
+    positions, visible, _ = split_tracks(tracks[0][:, :span:step])
+    return frames, positions, visible

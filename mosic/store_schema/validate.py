@@ -7,7 +7,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mosic.store_schema import layout
-from mosic.store_schema.store import TrackStore, VideoRecord
+from mosic.store_schema.chunks import split_tracks
+from mosic.store_schema.errors import CorruptVideo, DamagedData
+from mosic.store_schema.parts import PartReader, part_attrs
+from mosic.store_schema.records import VideoRecord
+from mosic.store_schema.shards import verify_shard
+from mosic.store_schema.store import TrackStore, read_rows
 
 
 @dataclass
@@ -25,76 +30,102 @@ class ValidationReport:
 
 
 def validate_store(store: TrackStore, deep: bool = False) -> ValidationReport:
-    """Check every indexed video's arrays (shapes, dtypes, values) against the schema.
+    """Check every indexed video against the schema and what was recorded when it was written.
 
-    ``deep`` also decodes every frame chunk (slow: reads the whole store).
+    Reads the index, every part's metadata and file sizes, and every query set's tracks
+    (checksums, shapes, positions of visible points inside the frame). ``deep`` also checks
+    each part's shard indexes and decodes every frame (slow: reads the whole store).
+    Each problem is one line naming the video (or the index) and the damaged piece.
     """
     report = ValidationReport()
-    extraction = store.extraction
-    index = store.root[layout.INDEX]
-    count = int(index.attrs[layout.COUNT_ATTR])
+    index = store.index
+    count = index.count
     for name in layout.INDEX_COLUMNS:
-        if index[name].shape[0] < count:
-            report.problems.append(f"index/{name}: {index[name].shape[0]} rows, count is {count}")
+        if index.group[name].shape[0] < count:
+            report.problems.append(
+                f"index/{name}: {index.group[name].shape[0]} rows, count {count}"
+            )
     if report.problems:
         return report
     records = store.records()
     report.videos = len(records)
+    _check_totals(records, index.totals, report)
+    readers: dict[str, PartReader | str] = {}
     seen: set[str] = set()
     for record in records:
         if record.key in seen:
             report.problems.append(f"index: {record.key!r} listed twice")
         seen.add(record.key)
-        report.problems.extend(_check_video(store, record, extraction, deep))
-    videos = store.root[layout.VIDEOS]
-    for key in sorted(videos.group_keys()):
-        if key in seen:
+        if record.part not in readers:
+            readers[record.part] = _open_part(store, record.part, deep)
+        reader = readers[record.part]
+        if isinstance(reader, str):
+            report.problems.append(f"{record.key}: part {record.part}: {reader}")
             continue
-        state = "complete, not yet indexed" if store.is_complete(key) else "incomplete"
-        report.notes.append(f"videos/{key}: {state} (invisible to readers; a re-run settles it)")
-    partial = sorted(p.relative_to(store.path) for p in store.path.rglob("*.partial"))
-    report.notes.extend(f"{p}: leftover of an interrupted write (harmless)" for p in partial)
+        report.problems.extend(_check_video(store, record, reader, deep))
+    _note_leftovers(store, {r.part for r in records}, seen, report)
     return report
 
 
-def _check_video(store: TrackStore, record: VideoRecord, extraction: dict, deep: bool) -> list[str]:
+def _check_totals(records: list[VideoRecord], totals: dict, report: ValidationReport) -> None:
+    sums = {
+        "videos": len(records),
+        "frames": sum(r.num_frames for r in records),
+        "query_sets": sum(r.num_query_sets for r in records),
+        "bytes": sum(r.bytes for r in records),
+    }
+    for name, value in sums.items():
+        if totals.get(name) != value:
+            report.problems.append(f"index: totals {name} {totals.get(name)}, rows sum {value}")
+
+
+def _open_part(store: TrackStore, name: str, deep: bool) -> PartReader | str:
+    """A part's reader after checking its files' sizes (and shard indexes if ``deep``), or
+    the reason it is unusable."""
+    try:
+        reader = PartReader(store.path, name)
+        for array, rows in (
+            (layout.FRAMES, reader.frame_rows),
+            (layout.TRACKS, reader.track_shape[0]),
+        ):
+            path, size = reader._file(array)
+            if not path.is_file():
+                raise DamagedData(f"{path.name} of {array} missing")
+            if path.stat().st_size != size:
+                raise DamagedData(f"{array}: {path.stat().st_size} bytes, {size} were written")
+            if deep:
+                verify_shard(path, rows, size)
+    except DamagedData as exc:
+        return str(exc)
+    return reader
+
+
+def _check_video(
+    store: TrackStore, record: VideoRecord, reader: PartReader, deep: bool
+) -> list[str]:
     """Problems of one indexed video, each a line starting with its key."""
     key = record.key
-    if not store.is_complete(key):
-        return [f"{key}: in the index but not complete on disk"]
-    group = store.root[layout.video_path(key)]
+    extraction = store.extraction
+    every, horizon = extraction["query_every"], extraction["horizon"]
     n = extraction["grid"] ** 2
-    horizon = extraction["horizon"]
-    expected = {
-        "frames": ((record.num_frames, record.height, record.width, 3), np.dtype("uint8")),
-        "query_frames": ((record.num_query_sets,), np.dtype("int32")),
-        "positions": ((record.num_query_sets, horizon, n, 2), np.dtype(layout.POSITION_DTYPE)),
-        "visible": ((record.num_query_sets, horizon, n), np.dtype("bool")),
-    }
-    if "confidence" in group:
-        expected["confidence"] = (
-            (record.num_query_sets, horizon, n),
-            np.dtype(layout.CONFIDENCE_DTYPE),
-        )
+    expected_sets = max(0, (record.num_frames - horizon) // every + 1)
     problems = []
-    for name, (shape, dtype) in expected.items():
-        if name not in group:
-            problems.append(f"{key}/{name}: missing")
-            continue
-        array = group[name]
-        if array.shape != shape or array.dtype != dtype:
-            problems.append(f"{key}/{name}: {array.dtype}{array.shape}, expected {dtype}{shape}")
+    if record.num_query_sets != expected_sets:
+        problems.append(
+            f"{key}: {record.num_query_sets} query sets, {record.num_frames} frames need "
+            f"{expected_sets}"
+        )
+    if record.frame_start + record.num_frames > reader.frame_rows:
+        problems.append(f"{key}: frames past the end of part {record.part}")
+    if record.track_start + record.num_query_sets > reader.track_shape[0]:
+        problems.append(f"{key}: tracks past the end of part {record.part}")
+    if reader.track_shape[2:] != (horizon, n):
+        problems.append(f"{key}: tracks {reader.track_shape[1:]}, expected (C, {horizon}, {n})")
     if problems:
         return problems
     try:
-        starts = group["query_frames"][:]
-        step = extraction["query_every"]
-        if not np.array_equal(starts, np.arange(len(starts)) * step):
-            problems.append(f"{key}/query_frames: not 0, {step}, 2*{step}, ...")
-        elif len(starts) and starts[-1] + horizon > record.num_frames:
-            problems.append(f"{key}/query_frames: last set runs past the video's end")
-        positions = group["positions"][:]
-        visible = group["visible"][:]
+        _, tracks = read_rows(store.path, record, [], range(record.num_query_sets))
+        positions, visible, _ = split_tracks(tracks)
         inside = (
             (positions[..., 0] >= -0.5)
             & (positions[..., 0] <= record.width - 0.5)
@@ -102,11 +133,32 @@ def _check_video(store: TrackStore, record: VideoRecord, extraction: dict, deep:
             & (positions[..., 1] <= record.height - 0.5)
         )
         if not np.all(inside[visible]):
-            problems.append(f"{key}/positions: visible points outside the frame")
+            problems.append(f"{key}: tracks: visible points outside the frame")
         if deep:
-            frames = group["frames"]
-            for start in range(0, frames.shape[0], layout.FRAMES_PER_SHARD):
-                frames[start : start + layout.FRAMES_PER_SHARD]
-    except Exception as exc:  # a damaged chunk surfaces as any of zarr's or the codec's errors
-        problems.append(f"{key}: unreadable ({type(exc).__name__}: {exc})")
+            for first in range(0, record.num_frames, 64):
+                rows = range(first, min(first + 64, record.num_frames))
+                read_rows(store.path, record, rows, [])
+    except CorruptVideo as exc:
+        problems.append(f"{key}: {exc.reason}")
     return problems
+
+
+def _note_leftovers(
+    store: TrackStore, used: set[str], indexed: set[str], report: ValidationReport
+) -> None:
+    """Notes on parts no reader uses: unfinished, finished but not indexed, superseded."""
+    for name in store.part_names():
+        if name in used:
+            continue
+        attrs = part_attrs(store.path, name)
+        if attrs is None:
+            report.notes.append(f"parts/{name}: half-written (invisible; the next run removes it)")
+            continue
+        keys = [v["key"] for v in attrs[layout.PART_VIDEOS_ATTR]]
+        if set(keys) - indexed:
+            report.notes.append(
+                f"parts/{name}: finished, {len(keys)} videos not yet indexed (the next run "
+                "indexes them)"
+            )
+        else:
+            report.notes.append(f"parts/{name}: superseded (its videos were re-extracted)")

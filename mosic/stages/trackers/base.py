@@ -34,27 +34,38 @@ class TrackResult:
 class Tracker(Protocol):
     """A point tracker.
 
-    ``track`` follows each query forward from its own frame to the end of the window.
-    ``track_batch`` takes several videos at once (a GPU backend batches them; the default
-    runs them one by one).
+    ``track`` follows each query forward from its own frame to the end of the window, or for
+    ``horizon`` frames when given (a tracker may then leave the rows after that NaN / not
+    visible: the pipeline reads only the first ``horizon`` rows from each query's frame).
+    ``track_batch`` takes several videos at once (a GPU backend may batch or pipeline them; the
+    default runs them one by one).
+
+    ``window_sets``: how many consecutive query sets share one window by default (the pipeline's
+    window is ``horizon + (window_sets - 1) * query_every`` frames unless ``--window`` is given).
     """
 
     name: str
     version: str
+    window_sets: int
 
     def params(self) -> dict:
         """The settings that change the tracks (stored in the store's metadata)."""
         ...
 
-    def track(self, frames: np.ndarray, queries: np.ndarray) -> TrackResult:
+    def track(
+        self, frames: np.ndarray, queries: np.ndarray, horizon: int | None = None
+    ) -> TrackResult:
         """Track points through one video window.
 
         frames: (T, H, W, 3) uint8 RGB.
         queries: (N, 3) float32 rows ``(t, x, y)``: frame index in the window, then pixels.
+        horizon: frames each query is needed for from its own frame (None: to the window's end).
         Returns a TrackResult with T rows per query.
         """
         ...
 
-    def track_batch(self, videos: list[tuple[np.ndarray, np.ndarray]]) -> list[TrackResult]:
+    def track_batch(
+        self, videos: list[tuple[np.ndarray, np.ndarray]], horizon: int | None = None
+    ) -> list[TrackResult]:
         """Track several ``(frames, queries)`` pairs; same contract as ``track`` for each."""
         ...

@@ -31,6 +31,7 @@ import hashlib
 import importlib
 import importlib.util
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -83,6 +84,10 @@ def _sha256(path: Path) -> str:
 class CoTrackerTracker:
     """CoTracker3 behind mosic's Tracker interface.
 
+    Two query sets per window by default (``window_sets``): the model computes every query in
+    every frame of its window, and a 32x32 set costs about three times a frame's features
+    (docs/benchmarks.md), so longer windows cost more than they share.
+
     variant: "offline" (whole window in one forward) or "online" (sliding chunks).
     checkpoint: the state dict file; default: torch hub's cache
         (``torch.hub.get_dir()/checkpoints/scaled_{variant}.pth``) when it is there.
@@ -93,6 +98,7 @@ class CoTrackerTracker:
     """
 
     version = "cotracker3"
+    window_sets = 2
 
     def __init__(
         self,
@@ -122,6 +128,7 @@ class CoTrackerTracker:
         self.max_frames = max_frames
         self._predictor: torch.nn.Module | None = None
         self._tap: _ConfidenceTap | None = None
+        self._stream: torch.cuda.Stream | None = None  # copies beside the forward (CUDA only)
         self._checkpoint_sha256: str | None = None
 
     def _checkpoint_path(self, checkpoint: str | None, file_name: str) -> Path:
@@ -186,6 +193,8 @@ class CoTrackerTracker:
         self._tap = _ConfidenceTap(predictor.model.forward)
         predictor.model.forward = self._tap
         self._predictor = predictor.to(self.device).eval()
+        if torch.device(self.device).type == "cuda":
+            self._stream = torch.cuda.Stream(self.device)
         return self._predictor
 
     def _autocast(self):
@@ -194,49 +203,116 @@ class CoTrackerTracker:
             return nullcontext()
         return torch.autocast("cuda", dtype=DTYPES[self.dtype])
 
-    def track(self, frames: np.ndarray, queries: np.ndarray) -> TrackResult:
+    def track(
+        self, frames: np.ndarray, queries: np.ndarray, horizon: int | None = None
+    ) -> TrackResult:
         """Track (N, 3) ``(t, x, y)`` queries through (T, H, W, 3) uint8 frames, in one forward.
 
-        A window over ``max_frames`` is refused; running out of GPU memory is a RuntimeError
-        that names the window's frames, size and query count.
+        The model tracks every query through the whole window (``horizon`` is not used). A
+        window over ``max_frames`` is refused; running out of GPU memory is a RuntimeError that
+        names the window's frames, size and query count.
         """
-        t, h, w, _ = frames.shape
-        if t > self.max_frames:
-            raise ValueError(
-                f"{self.name}: a window of {t} frames is over max_frames={self.max_frames}; "
-                f"use --window and --horizon of at most {self.max_frames}"
-            )
-        try:
-            return self._forward(frames, queries)
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            raise RuntimeError(
-                f"{self.name}: CUDA out of memory on a window of {t} frames "
-                f"({w}x{h}, {len(queries)} queries); lower --window"
-            ) from None
+        return self.track_batch([(frames, queries)])[0]
 
-    def track_batch(self, videos: list[tuple[np.ndarray, np.ndarray]]) -> list[TrackResult]:
-        """Track several windows one at a time (B = 1 per forward).
+    def track_batch(
+        self, videos: list[tuple[np.ndarray, np.ndarray]], horizon: int | None = None
+    ) -> list[TrackResult]:
+        """Track several windows, one forward each (B = 1), overlapped with the copies.
 
-        co-tracker's maintainers have not tested B > 1 (issue #116), and at its newest snapshot
-        CoTrackerThreeOffline.forward fails for any B > 1 (``coords.view(B * T, N, 2)`` on an
-        expanded tensor); the online predictor's support grid is not batched either.
+        While a window runs on the device, one helper thread copies the next window's frames
+        there (pinned memory, non-blocking, on a side CUDA stream) and brings the previous
+        window's outputs back and into numpy, so the device does not wait for the host between
+        windows. Results are the same as one window after another.
+
+        Not batched: co-tracker's maintainers have not tested B > 1 (issue #116), and at its
+        newest snapshot (82e02e8) CoTrackerThreeOffline.forward fails for any B > 1
+        (``coords.view(B * T, N, 2)`` on an expanded tensor; co-tracker issue #163, open); the
+        online predictor's support grid is not batched either.
         """
-        return [self.track(frames, queries) for frames, queries in videos]
-
-    def _forward(self, frames: np.ndarray, queries: np.ndarray) -> TrackResult:
-        """Run the predictor on one window: (T, H, W, 3) uint8 frames, (N, 3) queries."""
+        for frames, _ in videos:
+            if len(frames) > self.max_frames:
+                raise ValueError(
+                    f"{self.name}: a window of {len(frames)} frames is over "
+                    f"max_frames={self.max_frames}; use --window and --horizon of at most "
+                    f"{self.max_frames}"
+                )
         predictor = self._load()
-        video = torch.from_numpy(frames).to(self.device)
+        finished = []
+        with ThreadPoolExecutor(1, thread_name_prefix="cotracker-copy") as helper:
+            staged = helper.submit(self._stage, *videos[0]) if videos else None
+            for i, (frames, queries) in enumerate(videos):
+                try:
+                    current = staged.result()
+                    if i + 1 < len(videos):
+                        staged = helper.submit(self._stage, *videos[i + 1])
+                    outputs = self._run(predictor, *current)
+                except torch.cuda.OutOfMemoryError:
+                    torch.cuda.empty_cache()
+                    t, h, w, _ = frames.shape
+                    raise RuntimeError(
+                        f"{self.name}: CUDA out of memory on a window of {t} frames "
+                        f"({w}x{h}, {len(queries)} queries); lower --window"
+                    ) from None
+                finished.append(helper.submit(self._finish, outputs, queries))
+            return [f.result() for f in finished]
+
+    def _stage(self, frames: np.ndarray, queries: np.ndarray) -> tuple:
+        """On the helper thread: (T, H, W, 3) uint8 frames and (N, 3) queries on the device.
+
+        On CUDA the frames go through pinned memory and a non-blocking copy on the side stream;
+        the returned event marks the copy's end. Returns (video uint8 (T, H, W, 3), queries
+        float32 (1, N, 3), event or None).
+        """
+        video = torch.from_numpy(np.ascontiguousarray(frames))
+        query = torch.from_numpy(queries.astype(np.float32))[None]
+        if self._stream is None:
+            return video.to(self.device), query.to(self.device), None
+        with torch.cuda.stream(self._stream):
+            video = video.pin_memory().to(self.device, non_blocking=True)
+            query = query.pin_memory().to(self.device, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record(self._stream)
+        return video, query, copied
+
+    def _run(
+        self,
+        predictor: torch.nn.Module,
+        video: torch.Tensor,
+        query: torch.Tensor,
+        copied: torch.cuda.Event | None,
+    ) -> tuple:
+        """On the calling thread: one forward on staged inputs; device outputs (tracks (T, N,
+        2), visible (T, N), confidence (T, N)) and the event that marks their end (or None)."""
+        if copied is not None:
+            stream = torch.cuda.current_stream()
+            stream.wait_event(copied)
+            for tensor in (video, query):
+                tensor.record_stream(stream)  # allocated on the side stream, used on this one
         video = video.permute(0, 3, 1, 2).float()[None]  # (1, T, 3, H, W), 0..255
-        query = torch.from_numpy(queries.astype(np.float32)).to(self.device)[None]  # (1, N, 3)
         with torch.inference_mode(), self._autocast():
             if self.variant == "offline":
                 tracks, visible = predictor(video, queries=query)
             else:
                 tracks, visible = self._drive_online(predictor, video, query)
-        confidence = self._tap.confidence[0, :, : len(queries)]  # the support grid comes last
-        return _result(tracks[0], visible[0], confidence, queries)
+        n = query.shape[1]
+        outputs = (tracks[0], visible[0], self._tap.confidence[0, :, :n])  # support grid last
+        if copied is None:
+            return outputs, None
+        done = torch.cuda.Event()
+        done.record()
+        for tensor in outputs:
+            tensor.record_stream(self._stream)  # read there by _finish
+        return outputs, done
+
+    def _finish(self, computed: tuple, queries: np.ndarray) -> TrackResult:
+        """On the helper thread: a window's device outputs as a TrackResult."""
+        outputs, done = computed
+        if done is not None:
+            with torch.cuda.stream(self._stream):
+                self._stream.wait_event(done)
+                outputs = [t.to("cpu", non_blocking=True) for t in outputs]
+            self._stream.synchronize()
+        return _result(*outputs, queries)
 
     @staticmethod
     def _drive_online(

@@ -128,6 +128,7 @@ class LKTracker:
 
     name = "lk"
     version = "3"
+    window_sets = 8  # measured: bench/stage_one.py, docs/benchmarks.md
 
     def __init__(self, config: LKConfig | None = None, **options: float) -> None:
         self.config = replace(config or LKConfig(), **options)
@@ -136,28 +137,57 @@ class LKTracker:
         """The LKConfig fields as a dict."""
         return asdict(self.config)
 
-    def track_batch(self, videos: list[tuple[np.ndarray, np.ndarray]]) -> list[TrackResult]:
+    def track_batch(
+        self, videos: list[tuple[np.ndarray, np.ndarray]], horizon: int | None = None
+    ) -> list[TrackResult]:
         """``track`` on each (frames (T, H, W, 3) uint8, queries (N, 3)) pair in turn."""
-        return [self.track(frames, queries) for frames, queries in videos]
+        return [self.track(frames, queries, horizon) for frames, queries in videos]
 
-    def track(self, frames: np.ndarray, queries: np.ndarray) -> TrackResult:
-        """Track (N, 3) queries ``(t, x, y)`` through frames (T, H, W, 3) uint8 RGB; queries
-        may start at different frames.
+    def track(
+        self, frames: np.ndarray, queries: np.ndarray, horizon: int | None = None
+    ) -> TrackResult:
+        """Track (N, 3) queries ``(t, x, y)`` through frames (T, H, W, 3) uint8 RGB, each for
+        ``horizon`` frames from its own frame (None: to the last frame).
 
-        Returns positions (T, N, 2) float32 (NaN before each query's frame), visible (T, N)
-        and confidence (T, N) float32 in [0, 1]: 1 at the query frame, the NCC of the patch
-        with the template times the forward-backward agreement after a tracked step, 0 where
-        the point is hidden.
+        The queries of each start frame (a query set) are tracked on their own, so a set's
+        tracks are the same in any window (its neighbours, photometry and scene cuts are its
+        own). Returns positions (T, N, 2) float32 (NaN before each query's frame and after
+        its horizon), visible (T, N) and confidence (T, N) float32 in [0, 1]: 1 at the query
+        frame, the NCC of the patch with the template times the forward-backward agreement
+        after a tracked step, 0.5 for a point on a plain surface carried by its neighbours,
+        0 where the point is hidden.
         """
-        return _Run(self.config, frames, queries).result
+        num_frames, n = len(frames), len(queries)
+        result = TrackResult(
+            np.full((num_frames, n, 2), np.nan, np.float32),
+            np.zeros((num_frames, n), bool),
+            np.zeros((num_frames, n), np.float32),
+        )
+        start = np.round(queries[:, 0]).astype(int) if n else np.zeros(0, int)
+        gray: dict[int, np.ndarray] = {}
+        for first in np.unique(start[(start >= 0) & (start < num_frames)]):
+            rows = np.arange(first, min(num_frames, first + (horizon or num_frames)))
+            for r in rows:
+                if r not in gray:
+                    gray[r] = cv2.cvtColor(frames[r], cv2.COLOR_RGB2GRAY)
+            group = np.flatnonzero(start == first)
+            local = queries[group].astype(np.float32).copy()
+            local[:, 0] = 0
+            run = _Run(self.config, [gray[r] for r in rows], local).result
+            result.positions[rows[:, None], group] = run.positions
+            result.visible[rows[:, None], group] = run.visible
+            result.confidence[rows[:, None], group] = run.confidence
+        return result
 
 
 class _Run(HiddenPoints):
-    """The state of one ``LKTracker.track`` call; ``result`` holds the tracks."""
+    """The tracking of one query set (or any queries) through (H, W) uint8 grey frames
+    ``gray``; ``result`` holds the tracks."""
 
-    def __init__(self, cfg: LKConfig, frames: np.ndarray, queries: np.ndarray) -> None:
+    def __init__(self, cfg: LKConfig, gray: list[np.ndarray], queries: np.ndarray) -> None:
         self.cfg = cfg
-        num_frames, self.height, self.width = frames.shape[:3]
+        num_frames = len(gray)
+        self.height, self.width = gray[0].shape if gray else (0, 0)
         n = len(queries)
         self.start = np.round(queries[:, 0]).astype(int)
         self.positions = np.full((num_frames, n, 2), np.nan, np.float32)
@@ -166,7 +196,7 @@ class _Run(HiddenPoints):
         self.result = TrackResult(self.positions, self.visible, self.confidence)
         if n == 0 or num_frames == 0:
             return
-        self.gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+        self.gray = gray
         self.lk_args = {
             "winSize": (cfg.win_size, cfg.win_size),
             "maxLevel": cfg.levels,

@@ -1,0 +1,192 @@
+"""Parts: many videos' frames and tracks in one group, written whole by one process.
+
+``PartWriter`` streams videos into ``parts/<name>/`` (each array one shard file) and writes the
+group's ``zarr.json`` last: before it exists the folder is not a group and nothing reads it.
+The coordinator then indexes the part's videos. ``PartReader`` reads rows of a finished part,
+checking every chunk's CRC32C and every file's size against the sizes recorded at write time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from mosic.store_schema import layout
+from mosic.store_schema.chunks import FrameCodec, decode_tracks, encode_tracks
+from mosic.store_schema.errors import DamagedData
+from mosic.store_schema.records import VideoData, VideoRecord
+from mosic.store_schema.shards import ShardWriter, read_chunks
+
+
+@dataclass(frozen=True)
+class EncodedVideo:
+    """One video's chunks, ready to append to a part (see ``encode_video``)."""
+
+    key: str
+    meta: dict
+    frames: list[bytes]
+    tracks: list[bytes]
+    shape: tuple[int, int, int]  # (T, H, W)
+    channels: int
+    horizon: int
+    points: int
+
+
+def encode_video(key: str, data: VideoData, codec: FrameCodec) -> EncodedVideo:
+    """Encode a video's frames (one chunk each) and query sets (one chunk each)."""
+    t, h, w, _ = data.frames.shape
+    q, horizon, n, _ = data.positions.shape
+    tracks = encode_tracks(data.positions, data.visible, data.confidence)
+    channels = len(layout.TRACK_CHANNELS) + (data.confidence is not None)
+    return EncodedVideo(
+        key, asdict(data.meta), [codec.encode(f) for f in data.frames], tracks, (t, h, w),
+        channels, horizon, n,
+    )  # fmt: skip
+
+
+def _write_json(path: Path, document: dict) -> None:
+    """Write a JSON file whole: a temporary file renamed into place."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(document))
+    os.replace(partial, path)
+
+
+class PartWriter:
+    """Writes one part; only the process that created it writes it."""
+
+    def __init__(self, store_path: Path, name: str, codec: FrameCodec):
+        self.dir = store_path / layout.part_path(name)
+        shutil.rmtree(self.dir, ignore_errors=True)  # a half-written part of a killed attempt
+        self.name, self.codec = name, codec
+        self.frames = ShardWriter(self.dir / layout.FRAMES / layout.SHARD_FILE[layout.FRAMES])
+        self.tracks = ShardWriter(self.dir / layout.TRACKS / layout.SHARD_FILE[layout.TRACKS])
+        self.videos: list[dict] = []
+        self.track_shape: tuple[int, int, int] | None = None
+
+    def append(self, video: EncodedVideo) -> VideoRecord:
+        """Append one encoded video; on an error (a full disk) the part is left as it was."""
+        shape = (video.channels, video.horizon, video.points)
+        if self.track_shape not in (None, shape):
+            raise ValueError(f"{video.key}: tracks {shape}, the part holds {self.track_shape}")
+        frame_start, frame_bytes = self.frames.append(video.frames)
+        try:
+            track_start, track_bytes = self.tracks.append(video.tracks)
+        except BaseException:
+            self.frames.rollback(frame_start)
+            raise
+        self.track_shape = shape
+        t, h, w = video.shape
+        record = VideoRecord(
+            video.key, t, h, w, len(video.tracks), part=self.name, frame_start=frame_start,
+            track_start=track_start, bytes=frame_bytes + track_bytes,
+        )  # fmt: skip
+        self.videos.append({**asdict(record), "meta": video.meta})
+        return record
+
+    def close(self) -> list[VideoRecord]:
+        """Finish the part (its group's ``zarr.json`` last) and return its videos' rows.
+
+        A part without videos is removed instead. On an error nothing of it stays.
+        """
+        if not self.videos:
+            self.abort()
+            return []
+        try:
+            frames_size = self.frames.close()
+            tracks_size = self.tracks.close()
+            codecs = layout.frame_codecs(self.codec.name)
+            frames_meta = layout.array_metadata(
+                (self.frames.rows,), "variable_length_bytes", "", codecs
+            )
+            tracks_meta = layout.array_metadata(
+                (self.tracks.rows, *self.track_shape), layout.TRACK_DTYPE, "NaN",
+                layout.track_codecs(),
+            )  # fmt: skip
+            _write_json(self.dir / layout.FRAMES / "zarr.json", frames_meta)
+            _write_json(self.dir / layout.TRACKS / "zarr.json", tracks_meta)
+            files = {
+                f"{layout.FRAMES}/{layout.SHARD_FILE[layout.FRAMES]}": frames_size,
+                f"{layout.TRACKS}/{layout.SHARD_FILE[layout.TRACKS]}": tracks_size,
+            }
+            attrs = {
+                layout.COMPLETE_ATTR: True,
+                layout.FRAME_CODEC_ATTR: self.codec.attrs(),
+                layout.PART_FILES_ATTR: files,
+                layout.PART_VIDEOS_ATTR: self.videos,
+            }
+            group = {"attributes": attrs, "zarr_format": 3, "node_type": "group"}
+            _write_json(self.dir / "zarr.json", group)
+        except BaseException:
+            self.abort()
+            raise
+        return [VideoRecord.from_row(v) for v in self.videos]
+
+    def abort(self) -> None:
+        """Drop the part: close its files and remove its folder (best effort)."""
+        self.frames.abort()
+        self.tracks.abort()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def part_attrs(store_path: Path, name: str) -> dict | None:
+    """A finished part's attributes; None if the part is missing or was never finished."""
+    try:
+        group = json.loads((store_path / layout.part_path(name) / "zarr.json").read_bytes())
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return None
+    attrs = group.get("attributes", {})
+    return attrs if attrs.get(layout.COMPLETE_ATTR) else None
+
+
+class PartReader:
+    """Reads rows of one finished part (keeps no file open between reads)."""
+
+    def __init__(self, store_path: Path, name: str):
+        self.dir = store_path / layout.part_path(name)
+        attrs = part_attrs(store_path, name)
+        if attrs is None:
+            raise DamagedData(f"part {name}: missing or unfinished")
+        try:
+            frames = json.loads((self.dir / layout.FRAMES / "zarr.json").read_bytes())
+            tracks = json.loads((self.dir / layout.TRACKS / "zarr.json").read_bytes())
+        except (FileNotFoundError, ValueError) as exc:
+            raise DamagedData(f"part {name}: array metadata unreadable ({exc})") from None
+        self.name = name
+        self.codec = FrameCodec.from_attrs(attrs[layout.FRAME_CODEC_ATTR])
+        self.files = attrs[layout.PART_FILES_ATTR]
+        self.frame_rows = frames["shape"][0]
+        self.track_shape = tuple(tracks["shape"])
+
+    def _file(self, array: str) -> tuple[Path, int]:
+        relative = f"{array}/{layout.SHARD_FILE[array]}"
+        return self.dir / relative, self.files[relative]
+
+    def frames(self, rows: Sequence[int], height: int, width: int) -> np.ndarray:
+        """Frames ``rows`` of the part, decoded: (len(rows), height, width, 3) uint8."""
+        path, size = self._file(layout.FRAMES)
+        bodies = read_chunks(path, rows, self.frame_rows, size)
+        out = np.empty((len(rows), height, width, 3), np.uint8)
+        for k, (row, body) in enumerate(zip(rows, bodies, strict=True)):
+            out[k] = self.codec.decode(body, height, width, f"{layout.FRAMES} row {row}")
+        return out
+
+    def tracks(self, rows: Sequence[int]) -> np.ndarray:
+        """Query sets ``rows`` of the part: (len(rows), C, horizon, N) float16."""
+        path, size = self._file(layout.TRACKS)
+        bodies = read_chunks(path, rows, self.track_shape[0], size)
+        shape = self.track_shape[1:]
+        return np.stack([decode_tracks(b, shape, f"{layout.TRACKS} row {r}")
+                         for r, b in zip(rows, bodies, strict=True)])  # fmt: skip
+
+
+@lru_cache(maxsize=4096)
+def part_reader(store_path: Path, name: str) -> PartReader:
+    """This process's reader of a part (cached: a finished part never changes)."""
+    return PartReader(store_path, name)
