@@ -19,12 +19,13 @@ A point that fails is hidden and carried by its neighbours until it is found aga
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 
 import cv2
 import numpy as np
 
 from mosic.stages.trackers.base import TrackResult
+from mosic.stages.trackers.lk_config import LKConfig
 from mosic.stages.trackers.lk_hidden import HiddenPoints
 from mosic.stages.trackers.lk_motion import (
     clip_zoom,
@@ -45,82 +46,6 @@ from mosic.stages.trackers.lk_patches import (
 )
 from mosic.stages.trackers.lk_photometry import light_step, refine_steps, with_gradients
 from mosic.stages.trackers.lk_search import thumbnail, thumbnail_similarity
-
-
-@dataclass(frozen=True)
-class LKConfig:
-    """Settings of the LK tracker (all change the tracks).
-
-    win_size: LK window side (pixels); levels: pyramid levels above the full image;
-    iterations, epsilon: LK stopping criteria; fb_threshold: largest forward-backward error
-    (pixels) of an accepted step; refine_iterations, refine_patch, refine_sigma: Gauss-Newton
-    steps, patch side and Gaussian weighting of the normalised-correlation refinement;
-    patch, patch_sigma: side and Gaussian weighting (pixels) of the appearance patch; ncc_min:
-    smallest NCC of an accepted step; residual_max: largest intensity residual of an accepted
-    step; template_rate: how fast a visible point's template follows its appearance;
-    frame_prior: pull (px^2) of a point's frame towards its previous value; max_zoom: largest
-    scale of a frame or carrying similarity; weak_std, weak_noise: a template is weak (plain
-    surface) when its weighted std is under the larger of weak_std grey levels and weak_noise
-    times the noise std; plain_std, plain_mean: a weak point still shows its surface while its
-    patch's std stays under plain_std times the template's plus half the weak bound, and its
-    mean within plain_mean weak bounds of the template's; weak_spread: rounds of passing steps
-    from textured points across weak ones; neighbours: query neighbours that may carry a point;
-    affinity_rate, cost_max: a neighbour carries a point only while their running mean squared
-    step difference (px^2) stays under cost_max; ref_margin: how many frames before a point is
-    lost its reference is taken; recover_levels: pyramid levels of the long jump from the
-    reference; similarity_prior: pull (px^2) of the carrying similarity towards a translation;
-    tile_radius: half side of the tiles of the long jump; pick_margin: how much worse (residual)
-    the similarity carry may show the reference centre than the best single-anchor translation
-    and still be kept; glimpse_patch, glimpse_sigma, glimpse_max: side, Gaussian weighting and
-    largest residual of the centre check that reports a lost point visible; cut_similarity,
-    cut_lost: a frame starts a new shot when its thumbnail's correlation with the previous one
-    is under cut_similarity and at least cut_lost of the tracked points fail.
-    """
-
-    win_size: int = 5
-    levels: int = 2
-    iterations: int = 30
-    epsilon: float = 0.01
-    fb_threshold: float = 0.5
-    fb_noise: float = 0.0
-    refine_iterations: int = 2
-    refine_patch: int = 9
-    refine_sigma: float = 2.0
-    patch: int = 9
-    patch_sigma: float = 2.0
-    ncc_min: float = 0.8
-    residual_max: float = 0.35
-    residual_noise: float = 0.0
-    template_rate: float = 0.2
-    frame_prior: float = 100.0
-    frame_trim: float = 1.0
-    spin_rate: float = 0.3
-    coast: float = 0.8
-    max_zoom: float = 1.5
-    weak_std: float = 4.0
-    weak_noise: float = 1.5
-    plain_std: float = 1.5
-    plain_mean: float = 2.0
-    weak_spread: int = 4
-    neighbours: int = 12
-    affinity_rate: float = 0.2
-    cost_max: float = 1.0
-    ref_margin: int = 3
-    recover_levels: int = 1
-    similarity_prior: float = 50.0
-    tile_radius: int = 12
-    pick_margin: float = 0.1
-    pick_anchors: int = 8
-    recover_often: int = 4
-    glimpse_patch: int = 5
-    glimpse_sigma: float = 1.0
-    glimpse_max: float = 0.7
-    search_after: int = 5
-    search_every: int = 3
-    search_radius: int = 16
-    detect_min: float = 0.95
-    cut_similarity: float = 0.5
-    cut_lost: float = 0.6
 
 
 class LKTracker:
@@ -210,10 +135,7 @@ class _Run(HiddenPoints):
         self.refine_weights = gaussian_window(cfg.refine_patch, cfg.refine_sigma)
         self.centre_weights = gaussian_window(cfg.glimpse_patch, cfg.glimpse_sigma)
         first = self.start.min()
-        noise = noise_sigma(self.gray[first])
-        self.weak_bound = max(cfg.weak_std, cfg.weak_noise * noise)
-        self.floor = max(4.0, cfg.residual_noise * noise)  # residuals' contrast floor
-        self.fb_max = cfg.fb_threshold + cfg.fb_noise * noise
+        self.weak_bound = max(cfg.weak_std, cfg.weak_noise * noise_sigma(self.gray[first]))
         self.light = (1.0, 0.0)  # window photometry -> frame: pixel = gain * window + offset
         self.window = {first: self.gray[first].astype(np.float32)}
         self.window_u8 = {first: self.gray[first]}
@@ -302,12 +224,13 @@ class _Run(HiddenPoints):
         """
         cfg = self.cfg
         seen = patches_at(image, points, cfg.patch, self.frame[group])
-        ncc, residual = compare_patches(seen, templates, self.weights, self.floor)
+        ncc, residual = compare_patches(seen, templates, self.weights)
         inside = inside_frame(points, self.height, self.width)
-        textured = lk_ok & (fb < self.fb_max) & (ncc > cfg.ncc_min) & (residual < cfg.residual_max)
+        agree = lk_ok & (fb < cfg.fb_threshold)
+        textured = agree & (ncc > cfg.ncc_min) & (residual < cfg.residual_max)
         weak = self.weak[group]
         good = inside & np.where(weak, self.plain(seen, templates), textured)
-        conf = np.clip(ncc, 0, 1) * np.clip(1 - fb / (2 * self.fb_max), 0, 1)
+        conf = np.clip(ncc, 0, 1) * np.clip(1 - fb / (2 * cfg.fb_threshold), 0, 1)
         self.seen = seen
         return good, np.where(weak, 0.5, conf).astype(np.float32)
 
@@ -338,7 +261,7 @@ class _Run(HiddenPoints):
                 with_gradients(raw), p1, targets, self.frame[track], self.refine_weights,
                 cfg.refine_iterations,
             )  # fmt: skip
-            sure = lk_ok & (fb < self.fb_max)
+            sure = lk_ok & (fb < cfg.fb_threshold)
             step = light_step(previous, raw, self.pos[track[sure]], p1[sure], self.weights, 3.0)
             if step is not None:
                 gain, offset = self.light

@@ -112,7 +112,7 @@ class HiddenPoints:
         ref = self.ref_templates[group].reshape(-1, self.cfg.patch, self.cfg.patch)
         templates = ref[:, side, side].reshape(len(group), -1)
         seen = patches_at(image, points, size, self.frame[group])
-        _, residual = compare_patches(seen, templates, self.centre_weights, self.floor)
+        _, residual = compare_patches(seen, templates, self.centre_weights)
         return residual
 
     def pick(

@@ -57,18 +57,18 @@ def weighted_stats(patches: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray
 
 
 def compare_patches(
-    patches: np.ndarray, templates: np.ndarray, weights: np.ndarray, floor: float = 4.0
+    patches: np.ndarray, templates: np.ndarray, weights: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """How well (M, P) patches match (M, P) templates under (P,) weights: NCC (M,) in [-1, 1],
     and the residual (M,): weighted RMS difference over the template's weighted contrast
-    (std + ``floor`` grey levels), which unlike NCC also sees a shift along a smooth intensity
+    (std + 4 grey levels), which unlike NCC also sees a shift along a smooth intensity
     ramp (so patches must share the templates' photometry: the tracker compares them in its
     window's photometry)."""
     a = patches - (patches @ weights)[:, None]
     b = templates - (templates @ weights)[:, None]
     var_a, var_b = (a * a) @ weights, (b * b) @ weights
     ncc = ((a * b) @ weights) / np.sqrt(var_a * var_b + 1e-6)
-    residual = np.sqrt(((patches - templates) ** 2) @ weights) / (np.sqrt(var_b) + floor)
+    residual = np.sqrt(((patches - templates) ** 2) @ weights) / (np.sqrt(var_b) + 4.0)
     return ncc, residual
 
 
