@@ -88,3 +88,17 @@ def test_lk_hides_points_across_a_scene_cut() -> None:
         assert pred.visible[31:, after].mean() > 0.7 * gt_visible[31:, after].mean()
         assert not pred.visible[24:, before].any()
         assert np.all(pred.confidence[24:, before] == 0)
+
+
+@pytest.mark.parametrize(("suite", "bar"), [("easy", 0.85), ("all", 0.50)])
+def test_lk_on_the_tracking_suites(suite: str, bar: float) -> None:
+    """The extraction's query protocol on two held-out videos of the plain scene and of every
+    condition together (independent objects, exits, fast rotation, lighting drift, noise,
+    blur, low texture); ``bench/tracker_accuracy.py`` runs every suite on all ten."""
+    from mosic.stages.tracking_suites import HELD_OUT_SEEDS, mean_scores, score_video, suite_video
+
+    tracker = build_tracker("lk")
+    scores = [score_video(tracker, suite_video(suite, seed)) for seed in HELD_OUT_SEEDS[:2]]
+    mean = mean_scores(scores)
+    print(suite, {k: round(v, 3) for k, v in mean.items() if k in KEYS})
+    assert mean["average_jaccard"] >= bar

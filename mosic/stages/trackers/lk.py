@@ -4,7 +4,7 @@ Every frame pair, all visible points go through one forward and one backward
 ``cv2.calcOpticalFlowPyrLK`` call, and each landing point is refined to where its patch
 matches the previous frame's by zero-mean normalised correlation (so a brightness or contrast
 drift cannot bias the steps; ``lk_photometry``). The global gain and offset between the frames,
-measured on those points, bring every frame into the photometry of the window's first frame,
+measured on those points, bring every frame into the photometry of the set's first frame,
 where appearance is compared however long ago a template was cut. Patches are sampled along
 each point's *frame*, the rotation and scale its like-moving neighbours have undergone since
 its query frame, so a template stays valid on a turning object.
@@ -14,7 +14,11 @@ patch there still looks like the point's template (NCC and an intensity residual
 a plain surface (weak template) cannot be placed by its own patch: it takes the step of its
 like-moving neighbours and stays visible while its patch stays plain and of the same mean.
 A point that fails is hidden and carried by its neighbours until it is found again
-(``lk_hidden``). A scene cut hides every point started before it.
+(``lk_hidden``): re-tracked from its reference patch where its neighbours carry it, searched
+for by that patch near where it was when nothing carries it (a surface that left the frame).
+A scene cut (a frame whose thumbnail no longer correlates with the previous one while most
+tracked points fail) hides every point started before it for good. Each query set (the
+queries of one start frame) is tracked on its own, for its horizon.
 """
 
 from __future__ import annotations

@@ -66,8 +66,8 @@ class LKConfig:
     weak_noise: float = 1.5
     plain_std: float = 1.5
     plain_mean: float = 2.0
-    weak_spread: int = 4
-    neighbours: int = 12
+    weak_spread: int = 1
+    neighbours: int = 24
     affinity_rate: float = 0.2
     cost_max: float = 1.0
     ref_margin: int = 3
