@@ -286,3 +286,18 @@ def test_scene_cut_hides_everything_before_it() -> None:
     assert visible[cut - 1].mean() > 0.5 and not visible[cut:].any()
     after, seen = video.ground_truth(_grid_queries(H, W, cut))
     assert seen[cut:].mean() > 0.5 and np.isnan(after[:cut]).all()
+
+
+def test_synth_videos_cli_conditions(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from mosic.cli import app
+
+    args = ["synth-videos", str(tmp_path), "--count", "1", "--frames", "6", "--size", "64x48"]
+    result = CliRunner().invoke(app, [*args, "--kind", "frames", "--conditions", "all"])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "synth_000").glob("*.jpg"))) == 6
+    result = CliRunner().invoke(app, [*args, "--conditions", "rotaton"])
+    assert result.exit_code != 0
+    assert "did you mean 'rotation'" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
