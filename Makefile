@@ -41,6 +41,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/clip_loading.py
 	$(BIN)/python bench/store_scale.py --out runs/bench
 	$(BIN)/python bench/train_step.py --out runs/bench
+	$(BIN)/python bench/track_grid.py --out runs/bench
+	$(BIN)/python bench/teacher_precision.py --out runs/bench
 
 bench-gpu: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,gpu]'

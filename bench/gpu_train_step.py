@@ -30,7 +30,8 @@ from mosic.stages.model.network import make_teacher
 from mosic.stages.queries import grid_points, query_frames
 from mosic.store_schema import TrackStore, VideoData, VideoMeta, encode_video
 
-CLIPS, FRAMES, SIZE, GRID = 64, 12, 224, 16
+CLIPS, FRAMES, SIZE, GRID = 64, 12, 224, 16  # GRID x GRID = 256 tracks per clip, the default
+STORE_GRID = 32  # extract-tracks' default grid, from which train() draws its 256 per clip
 
 
 def timed_steps(cfg: TrainConfig, warmup: int, steps: int) -> dict:
@@ -87,12 +88,12 @@ def write_store(path: Path, videos: int, frames: int, size: int) -> None:
     horizon, every = 67, 8
     store = TrackStore.create(
         path,
-        {"tracker": {"name": "generated", "version": "1"}, "grid": GRID, "horizon": horizon,
+        {"tracker": {"name": "generated", "version": "1"}, "grid": STORE_GRID, "horizon": horizon,
          "query_every": every, "frame_stride": 1, "size": str(size)},
     )  # fmt: skip
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     starts = query_frames(frames, every, horizon)
-    grid = grid_points(size, size, GRID)
+    grid = grid_points(size, size, STORE_GRID)
 
     def one(v: int):
         rng = np.random.default_rng(v)

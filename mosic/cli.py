@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mosic.cli_evaluate import evaluate_command
+from mosic.cli_evaluate import evaluate_command, ytvos_split_command
 from mosic.cli_reproduce import reproduce_command
 from mosic.cli_train import export_command, train_command
 from mosic.pipeline.cluster import (
@@ -47,6 +47,7 @@ app.add_typer(visualize_app, name="visualize")
 app.command("train")(train_command)
 app.command("export")(export_command)
 app.command("evaluate")(evaluate_command)
+app.command("ytvos-split")(ytvos_split_command)
 app.command("reproduce")(reproduce_command)
 # Paths and reasons are printed as they are: no markup, no highlighting, no wrapping.
 console = Console(markup=False, highlight=False, soft_wrap=True)
@@ -63,7 +64,7 @@ def extract_tracks(
     src: Annotated[Path, typer.Argument(help="Folder of videos / frame folders, or a list file.")],
     store: Annotated[Path, typer.Option(help="The Zarr store to write (created if missing).")],
     tracker: Annotated[str, typer.Option(help="Tracker backend.")] = "lk",
-    grid: Annotated[int, typer.Option(help="Query grid: grid x grid points.")] = 16,
+    grid: Annotated[int, typer.Option(help="Query grid: grid x grid points.")] = 32,
     query_every: Annotated[int, typer.Option(help="Seed a query set every K frames.")] = 8,
     horizon: Annotated[int, typer.Option(help="Frames each query set is tracked.")] = 67,
     frame_stride: Annotated[int, typer.Option(help="Keep every n-th source frame.")] = 1,

@@ -81,7 +81,13 @@ def train_command(
     temperature: Annotated[float, typer.Option(help="Student softmax temperature.")] = 0.1,
     symmetric_loss: Annotated[bool, typer.Option()] = False,
     soft_targets: Annotated[bool, typer.Option()] = False,
-    mask_ratio: Annotated[float, typer.Option(help="Student patch masking ratio.")] = 0.0,
+    mask_ratio: Annotated[
+        float,
+        typer.Option(
+            help="Share of the student's patch tokens dropped (the same in every frame of a "
+            "clip); points on dropped tokens get no loss."
+        ),
+    ] = 0.0,
     static_points: Annotated[
         bool, typer.Option(help="Ablation: ignore the tracks (points stay where they start).")
     ] = False,
@@ -92,6 +98,20 @@ def train_command(
         "0.4,1.0"
     ),
     color_jitter: Annotated[float, typer.Option()] = 0.0,
+    crop_geometry: Annotated[
+        str,
+        typer.Option(
+            help="paper: frames squashed to a square, then cropped (the paper's); aspect: "
+            "cropped from the stored frame, aspect ratio kept."
+        ),
+    ] = "paper",
+    points_per_clip: Annotated[
+        int,
+        typer.Option(
+            help="Tracks per clip, spread over the crop (padded with invisible points when a "
+            "clip has fewer); 0: every stored track of the query set."
+        ),
+    ] = 256,
     epochs: Annotated[int, typer.Option()] = 8,
     batch_size: Annotated[int, typer.Option(help="Global batch of clips.")] = 64,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
@@ -199,12 +219,13 @@ def export_command(
     to: Annotated[str, typer.Option(help="Export format (timm).")] = "timm",
 ) -> None:
     """Export the trained student backbone as a timm state dict (safetensors)."""
-    from mosic.pipeline.export import export_backbone
+    from mosic.pipeline.export import ExportError, export_backbone, load_recipe
 
     if to != "timm":
         raise _fail(f"--to {to!r}: only 'timm' is supported")
     try:
-        path, name = export_backbone(checkpoint, output)
-    except CheckpointError as exc:
+        path, _ = export_backbone(checkpoint, output)
+    except (CheckpointError, ExportError, ValueError) as exc:
         raise _fail(str(exc)) from None
-    console.print(f"wrote {path}: load with timm.create_model({name!r}) and strict=True")
+    recipe = "\n".join(f"    {line}" for line in load_recipe(path).splitlines())
+    console.print(f"wrote {path}; load it in timm with:\n{recipe}")

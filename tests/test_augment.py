@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from mosic.stages.data.augment import AugmentConfig, augment_clip, crop_box
+from mosic.stages.data.augment import AugmentConfig, augment_clip, clip_crop, crop_box
 
 H, W, S = 96, 128, 64
 
@@ -35,9 +36,10 @@ def moving_tracks(rng: np.random.Generator, frames: int = 4) -> np.ndarray:
     return (start + steps.cumsum(0)).astype(np.float32)
 
 
-def test_visible_tracks_land_on_their_dots_and_the_rest_is_outside():
+@pytest.mark.parametrize("geometry", ["paper", "aspect"])
+def test_visible_tracks_land_on_their_dots_and_the_rest_is_outside(geometry):
     rng = np.random.default_rng(0)
-    config = AugmentConfig(input_size=S, crop_scale=(0.3, 0.8))
+    config = AugmentConfig(input_size=S, crop_scale=(0.3, 0.8), crop_geometry=geometry)
     checked = hidden = 0
     for seed in range(12):
         positions = moving_tracks(rng)
@@ -109,3 +111,27 @@ def test_color_jitter_changes_colours_not_tracks():
     assert not np.array_equal(plain[0], jittered[0])
     np.testing.assert_array_equal(plain[1], jittered[1])
     np.testing.assert_array_equal(plain[2], jittered[2])
+
+
+def test_paper_geometry_crops_the_squashed_square_aspect_keeps_the_frames_shape():
+    # 16:9 frames (256 x 455 as a 256 px store keeps them).
+    height, width = 256, 455
+    paper, aspect = AugmentConfig(224), AugmentConfig(224, crop_geometry="aspect")
+    areas = {"paper": [], "aspect": []}
+    for seed in range(400):
+        x0, y0, w, h = clip_crop(height, width, paper, np.random.default_rng(seed))
+        assert 0 <= x0 and x0 + w <= width and 0 <= y0 and y0 + h <= height
+        # On the 224 x 224 square the frame is squashed to, the crop's ratio is in [3/4, 4/3].
+        squashed_ratio = (w / width) / (h / height)
+        assert 3 / 4 - 0.02 < squashed_ratio < 4 / 3 + 0.02
+        areas["paper"].append(w * h / (width * height))
+        x0, y0, w, h = clip_crop(height, width, aspect, np.random.default_rng(seed))
+        assert 3 / 4 - 0.01 < w / h < 4 / 3 + 0.01  # on the stored frame itself
+        areas["aspect"].append(w * h / (width * height))
+    assert min(areas["paper"]) > 0.39 and max(areas["paper"]) > 0.95  # scale 0.4-1 of it all
+    assert max(areas["aspect"]) < 0.76  # a 4:3 crop of a 16:9 frame covers at most 75 %
+
+
+def test_unknown_crop_geometry_is_a_clear_error():
+    with pytest.raises(ValueError, match="--crop-geometry 'square': use paper or aspect"):
+        AugmentConfig(crop_geometry="square")

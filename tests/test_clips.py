@@ -19,6 +19,7 @@ from mosic.stages.data import (
     EpochBatches,
 )
 from mosic.stages.data.augment import augment_clip
+from mosic.stages.data.points import select_points
 from mosic.store_schema import (
     FrameCodec,
     TrackStore,
@@ -29,7 +30,9 @@ from mosic.store_schema import (
 from mosic.store_schema.parts import PartReader
 
 EVERY, HORIZON, GRID = 4, 9, 3
-CONFIG = ClipConfig(clip_frames=4, clip_step=2, augment=AugmentConfig(input_size=32))
+CONFIG = ClipConfig(
+    clip_frames=4, clip_step=2, augment=AugmentConfig(input_size=32), points_per_clip=4
+)
 
 
 def make_store(path: Path, lengths: list[int], seed: int = 0) -> Path:
@@ -67,9 +70,9 @@ def test_items_have_the_documented_shapes_and_dtypes(store):
     item = dataset[1]
     assert item["frames"].shape == (4, 3, 32, 32) and item["frames"].dtype == torch.uint8
     assert item["frames"].is_contiguous()
-    assert item["positions"].shape == (4, GRID * GRID, 2)
+    assert item["positions"].shape == (4, 4, 2)  # points_per_clip of the GRID * GRID stored
     assert item["positions"].dtype == torch.float32
-    assert item["visible"].shape == (4, GRID * GRID) and item["visible"].dtype == torch.bool
+    assert item["visible"].shape == (4, 4) and item["visible"].dtype == torch.bool
     assert item["index"].dtype == torch.int64 and item["index"].shape == () and item["index"] == 1
 
 
@@ -85,6 +88,7 @@ def test_items_equal_the_stores_clip_reader_then_augment(store):
             seen.add((i, query_set))
             clip = reader.read_clip(str(dataset.keys[i]), query_set, 4, 2)
             frames, positions, visible = augment_clip(*clip, CONFIG.augment, rng)
+            positions, visible = select_points(positions, visible, 4, 32, rng)
             item = dataset[i]
             np.testing.assert_array_equal(item["frames"].permute(0, 2, 3, 1).numpy(), frames)
             np.testing.assert_array_equal(item["positions"].numpy(), positions)

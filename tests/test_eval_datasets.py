@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 import shutil
 from pathlib import Path
@@ -141,10 +140,11 @@ def test_ade20k(tmp_path: Path) -> None:
             palette=False,
         )
     ds = open_dataset("ade20k", root, "val")
-    assert (len(ds), ds.num_classes, ds.class_names[0]) == (2, 150, "wall")
+    # As the references: 151 classes, "other" (0) kept in the list but its pixels ignored.
+    assert (len(ds), ds.num_classes, ds.class_names[:2]) == (2, 151, ("other", "wall"))
     sample = ds[0]
     assert sample.name == "ADE_val_00000001"
-    assert sample.mask[0, :3].tolist() == [IGNORE, 0, 149]
+    assert sample.mask[0, :3].tolist() == [IGNORE, 1, 150]
 
     with pytest.raises(DatasetError) as err:
         open_dataset("ade20k", root, "train")
@@ -239,57 +239,7 @@ def test_davis_errors(davis: Path) -> None:
         open_dataset("davis", davis, "val")
 
 
-# --- YouTube-VOS -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def ytvos(tmp_path: Path) -> Path:
-    root = tmp_path / "YouTubeVOS"
-    split = root / "valid"
-    meta = {"videos": {}}
-    for vid, category in (("0a49f5265b", "person"), ("003234408d", "zebra")):
-        for t in (0, 5, 10):
-            write_jpg(split / "JPEGImages" / vid / f"{t:05d}.jpg")
-        # valid: masks only where an object first appears (here frames 00000 and 00010)
-        write_png(split / "Annotations" / vid / "00000.png", labels(0, 1), palette=True)
-        write_png(split / "Annotations" / vid / "00010.png", labels(0, 1, 2), palette=True)
-        meta["videos"][vid] = {
-            "objects": {
-                "1": {"category": category, "frames": ["00000", "00005", "00010"]},
-                "2": {"category": "hand", "frames": ["00010"]},
-            }
-        }
-    (split / "meta.json").write_text(json.dumps(meta))
-    return root
-
-
-def test_ytvos_unannotated_frames(ytvos: Path) -> None:
-    ds = open_dataset("ytvos", ytvos, "valid")
-    assert len(ds) == 2
-    clip = ds[0]
-    assert clip.name == "003234408d"
-    assert ds.objects(0) == {1: "zebra", 2: "hand"}
-    assert clip.frames.shape == (3, H, W, 3)
-    assert clip.annotated.tolist() == [True, False, True]
-    assert clip.masks[0, 0, :2].tolist() == [0, 1]
-    assert (clip.masks[1] == IGNORE).all()
-    assert clip.masks[2, 0, :3].tolist() == [0, 1, 2]
-    short = open_dataset("ytvos", ytvos, "valid", max_items=1, max_frames=2)
-    assert len(short) == 1 and short[0].annotated.tolist() == [True, False]
-
-
-def test_ytvos_errors(ytvos: Path) -> None:
-    meta = ytvos / "valid" / "meta.json"
-    meta.write_text('{"videos": {"0a49f5265b": {"objects": ')
-    with pytest.raises(DatasetError) as err:
-        open_dataset("ytvos", ytvos, "valid")
-    assert "meta.json" in one_line(err) and "youtube-vos.org" in one_line(err)
-    meta.write_text(json.dumps({"videos": {"ffffffffff": {"objects": {}}}}))
-    with pytest.raises(DatasetError, match="ffffffffff"):
-        open_dataset("ytvos", ytvos, "valid")
-    meta.unlink()
-    with pytest.raises(DatasetError, match="missing meta.json"):
-        open_dataset("ytvos", ytvos, "valid")
+# --- YouTube-VOS: tests/test_ytvos.py --------------------------------------------------------
 
 
 # --- registry and subsets --------------------------------------------------------------------

@@ -7,9 +7,6 @@ retrieval must recover the labels. ``RandomFeatures`` carries no information: ch
 
 from __future__ import annotations
 
-import sys
-import types
-
 import numpy as np
 import pytest
 import torch
@@ -18,6 +15,7 @@ import torch.nn.functional as F
 from mosic.stages.evaluation.datasets.base import IGNORE, SegmentationSample
 from mosic.stages.evaluation.hummingbird import (
     HummingbirdConfig,
+    build_memory,
     crop_box,
     evaluate_hummingbird,
     patch_histograms,
@@ -121,23 +119,8 @@ def test_knn_chunked_equals_brute_force(dtype):
         assert torch.allclose(full.gather(1, indices), scores, atol=1e-5)
 
 
-def test_knn_faiss_path_matches(monkeypatch):
-    """The faiss glue (float32 copies, chunk offsets), through a stand-in ``IndexFlatIP``."""
-
-    class IndexFlatIP:
-        def __init__(self, d: int):
-            self.data = np.zeros((0, d), dtype=np.float32)
-
-        def add(self, x: np.ndarray) -> None:
-            assert x.dtype == np.float32
-            self.data = np.concatenate([self.data, x])
-
-        def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-            s = q @ self.data.T
-            i = np.argsort(-s, axis=1)[:, :k]
-            return np.take_along_axis(s, i, 1), i
-
-    monkeypatch.setitem(sys.modules, "faiss", types.SimpleNamespace(IndexFlatIP=IndexFlatIP))
+def test_knn_faiss_path_matches():
+    """The faiss path (float32 copies, chunk offsets) against the torch one."""
     g = torch.Generator().manual_seed(1)
     queries, bank = torch.randn(20, 8, generator=g), torch.randn(300, 8, generator=g).half()
     want = knn(queries, bank, 5, 7, 64, use_faiss=False)
@@ -194,6 +177,21 @@ def test_crop_box_fits_and_covers_the_scale():
 
 def _config(train: Synthetic) -> HummingbirdConfig:
     return HummingbirdConfig(input_size=64, memory_size=len(train) * 2 * 32, batch=8)
+
+
+def test_ignored_training_pixels_count_as_class_0_in_the_bank_as_in_the_reference():
+    """open-hummingbird-eval's ``_create_memory`` turns VOC's 255 into 0 (and keeps ADE20K's
+    "other", 0): every pixel of a training view lands in some class of the bank's labels."""
+    train = Synthetic(4, (64, 64), seed=5, ignore=True)
+    config = HummingbirdConfig(input_size=64, memory_size=None, aug_epochs=1, batch=4)
+    cpu = torch.device("cpu")
+    _, labels, _ = build_memory(train, ColourFeatures(), config, cpu)
+    torch.testing.assert_close(labels.float().sum(1), torch.ones(len(labels)))
+    replace = dict(config.__dict__, ignored_label=None)
+    _, apart, _ = build_memory(train, ColourFeatures(), HummingbirdConfig(**replace), cpu)
+    assert (apart.float().sum(1) < 0.99).any()  # ignored pixels in no class
+    moved = labels.float()[:, 0] - apart.float()[:, 0]
+    torch.testing.assert_close(moved, 1 - apart.float().sum(1))  # ...all of them into class 0
 
 
 def test_hummingbird_recovers_the_labels_exactly_on_grid_aligned_stripes():

@@ -74,7 +74,9 @@ def config(store, output, **changes) -> TrainConfig:
         checkpoint_every=3,
         log_every=1,
         device="cpu",
-        clip=ClipConfig(clip_frames=3, clip_step=6, augment=AugmentConfig(input_size=64)),
+        clip=ClipConfig(
+            clip_frames=3, clip_step=6, augment=AugmentConfig(input_size=64), points_per_clip=32
+        ),
         objective=ObjectiveConfig(),
     )
     return replace(base, **changes)
@@ -92,6 +94,9 @@ def test_loss_falls_and_clusters_do_not_collapse(store, tmp_path):
     assert last < 0.8 * first
     assert usage > 0.5  # far from one cluster taking everything (0)
     assert result.steps == 100 and (tmp_path / "metrics.jsonl").exists()
+    # 32 points per clip drawn from the 8 x 8 stored grid: those inside the crop, at most 32
+    points = [r["points_per_clip"] for r in records]
+    assert 10 < sum(points) / len(points) <= 32 and max(points) <= 32
     assert list((tmp_path / "tensorboard").iterdir())
 
 
@@ -135,7 +140,9 @@ def test_nan_loss_stops_with_the_step_and_keeps_checkpoints(store, tmp_path):
 def test_export_loads_in_timm_strictly_with_the_same_features(store, tmp_path):
     result = train(config(store, tmp_path, max_steps=2))
     path, name = export_backbone(result.final_checkpoint, tmp_path / "model.safetensors")
-    model = timm.create_model(name, num_classes=0, img_size=64, depth=2, embed_dim=64, num_heads=2)
+    model = timm.create_model(
+        name, num_classes=0, dynamic_img_size=True, depth=2, embed_dim=64, num_heads=2
+    )
     model.load_state_dict(load_file(path), strict=True)
     model.eval()
     student = result.student.backbone.eval()
@@ -177,6 +184,14 @@ def test_cli_train_errors_are_one_line(tmp_path):
     missing = runner.invoke(app, ["train", "--store", str(tmp_path / "none.zarr")])
     assert missing.exit_code == 2 and "none.zarr" in missing.output
     assert len(missing.output.strip().splitlines()) == 1
+    for flag, value, message in [
+        ("--crop-geometry", "square", "--crop-geometry 'square': use paper or aspect"),
+        ("--points-per-clip", "-1", "--points-per-clip -1: use 0 or more"),
+        ("--mask-ratio", "1.0", "--mask-ratio 1.0: use a share in [0, 1)"),
+    ]:
+        bad = runner.invoke(app, ["train", "--store", str(tmp_path / "s.zarr"), flag, value])
+        assert bad.exit_code == 2 and message in bad.output, bad.output
+        assert len(bad.output.strip().splitlines()) == 1
 
 
 def test_store_is_untouched_by_training(store, tmp_path):

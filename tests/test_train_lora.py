@@ -82,7 +82,7 @@ def test_lora_export_and_evaluation_load_the_students_features(store, base_weigh
     qkv = "blocks.0.attn.qkv.weight"
     assert not torch.equal(exported[qkv], load_file(base_weights)[qkv])  # adapters merged in
     student = result.student.backbone.eval()
-    evaluated = load_eval_backbone(str(result.final_checkpoint), img_size=64)  # the .pt itself
+    evaluated = load_eval_backbone(str(result.final_checkpoint))  # the .pt itself
     images = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         expected = patch_tokens(student, images)

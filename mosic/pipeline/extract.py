@@ -1,7 +1,7 @@
 """Stage one's orchestration: decode, track and store every video, resumably.
 
 ``extract_batch`` is the unit of work (it runs wherever the work is scheduled and writes only
-its own videos' groups); ``run_extraction`` is the coordinator (it alone writes the index and
+its own part); ``run_extraction`` is the coordinator (it alone writes the index and
 the failures table).
 """
 
@@ -11,23 +11,22 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
 
+from mosic.pipeline.extract_config import ExtractConfig
 from mosic.pipeline.io_process import IO, decode
 from mosic.pipeline.pending import PendingIndex, plan_work
 from mosic.stages.queries import (
-    default_window,
     grid_points,
-    long_video_frame_passes,
     query_frames,
     track_query_sets,
 )
 from mosic.stages.trackers import build_tracker
 from mosic.stages.trackers.base import Tracker
-from mosic.stages.video_io import DecodedVideo, SizeSpec, VideoError, VideoSource
+from mosic.stages.video_io import DecodedVideo, VideoError, VideoSource
 from mosic.store_schema import (
     EncodedVideo,
     Failure,
@@ -46,76 +45,6 @@ BatchRunner = Callable[[list[Batch]], Iterator["VideoOutcome | PartDone"]]
 FLUSH_EVERY_VIDEOS = 32
 VIDEOS_PER_PART = 128  # most videos per task, and so per part (files: ~8 per part)
 FLUSH_EVERY_SECONDS = 2.0
-
-
-@dataclass(frozen=True)
-class ExtractConfig:
-    """Settings of one extraction; all but ``device`` are stored and shared by every video."""
-
-    tracker: str = "lk"
-    grid: int = 16
-    query_every: int = 8
-    horizon: int = 67
-    frame_stride: int = 1
-    max_frames: int | None = None
-    size: str = "256"
-    window: int | None = None  # None: the tracker's own (its window_sets query sets)
-    device: str = "cpu"
-    tracker_checkpoint: str | None = None
-    tracker_repo: str | None = None
-    tracker_dtype: str = "float32"  # or bfloat16 / float16: autocast (CoTracker3 on CUDA)
-    frame_codec: str = "jpeg"
-    jpeg_quality: int = FrameCodec().quality
-
-    def __post_init__(self) -> None:
-        SizeSpec.parse(self.size)
-        self.codec()
-        for name in ("grid", "query_every", "horizon", "frame_stride", "window"):
-            if (getattr(self, name) or 1) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.horizon < 2:
-            raise ValueError("--horizon must be at least 2 frames")
-
-    def window_for(self, tracker: Tracker) -> int:
-        """Frames per tracker call: ``window``, else the tracker's ``window_sets`` query sets
-        (within its ``max_frames``, if it has one)."""
-        most = getattr(tracker, "max_frames", None)
-        if self.window is None:
-            return default_window(tracker.window_sets, self.horizon, self.query_every, most)
-        if most and max(self.window, self.horizon) > most:
-            raise ValueError(
-                f"--window {self.window} / --horizon {self.horizon}: {tracker.name} takes at "
-                f"most {most} frames per call"
-            )
-        return self.window
-
-    def store_attrs(self, tracker: Tracker) -> dict:
-        """What the store records of this extraction (compared on every re-run): the settings,
-        the window used and the frame-passes per stored frame it gives on a long video."""
-        attrs = asdict(self)
-        for local in ("device", "tracker_checkpoint", "tracker_repo", "tracker_dtype"):
-            del attrs[local]  # paths of this machine; the dtype is in tracker_params
-        del attrs["frame_codec"], attrs["jpeg_quality"]  # the store's frame_codec attribute
-        attrs["window"] = window = self.window_for(tracker)
-        passes = long_video_frame_passes(self.query_every, self.horizon, window)
-        attrs["frame_passes"] = round(passes, 3)
-        attrs["tracker"] = {"name": tracker.name, "version": tracker.version}
-        attrs["tracker_params"] = tracker.params()
-        return attrs
-
-    def codec(self) -> FrameCodec:
-        """How frames are stored (ValueError on an unknown codec or quality)."""
-        return FrameCodec(self.frame_codec, self.jpeg_quality)
-
-    def tracker_options(self) -> dict:
-        """The ``build_tracker`` options given: weights, code, a device other than the CPU,
-        a dtype other than float32."""
-        options = {"checkpoint": self.tracker_checkpoint, "repo": self.tracker_repo}
-        if self.device != "cpu":
-            options["device"] = self.device
-        if self.tracker_dtype != "float32":
-            options["dtype"] = self.tracker_dtype
-        return {name: value for name, value in options.items() if value}
 
 
 @dataclass(frozen=True)

@@ -17,15 +17,32 @@ DATASETS: dict[str, str] = {
     "masks (SegmentationClassAug), as VOCdevkit/VOC2012",
     "ade20k": "ADE20K SceneParsing (ADEChallengeData2016.zip from sceneparsing.csail.mit.edu)",
     "davis": "DAVIS 2017 trainval 480p (davischallenge.org)",
-    "ytvos": "YouTube-VOS 2019 valid (youtube-vos.org, CodaLab registration)",
+    "ytvos": "YouTube-VOS 2019 train.zip (youtube-vos.org, CodaLab registration) as ytvos/train, "
+    "then TimeT's evaluation split: mosic ytvos-split $DATA_ROOT/ytvos/train --out "
+    "$DATA_ROOT/ytvos",
     "ytvos-train": "YouTube-VOS 2019 train_all_frames (youtube-vos.org, CodaLab registration)",
 }
 
 # Keys used by the ``weights:`` field (the environment variable is WEIGHTS_<KEY>).
 WEIGHTS: dict[str, str] = {
-    "dinov2-s14": "timm vit_small_patch14_dinov2.lvd142m (huggingface.co/timm), saved as "
-    ".safetensors",
+    key: f"timm {name} (huggingface.co/timm), saved as .safetensors"
+    for key, name in {
+        "dino-s16": "vit_small_patch16_224.dino",
+        "dino-b16": "vit_base_patch16_224.dino",
+        "dinov2-s14": "vit_small_patch14_dinov2.lvd142m",
+        "dinov2-b14": "vit_base_patch14_dinov2.lvd142m",
+        "dinov2-l14": "vit_large_patch14_dinov2.lvd142m",
+        "dinov2r-s14": "vit_small_patch14_reg4_dinov2.lvd142m",
+        "dinov2r-b14": "vit_base_patch14_reg4_dinov2.lvd142m",
+        "dinov2r-l14": "vit_large_patch14_reg4_dinov2.lvd142m",
+        "eva02-clip-b16": "eva02_base_patch16_clip_224.merged2b (EVA-CLIP)",
+    }.items()
 }
+
+HUMMINGBIRD_FILE_SETS = (
+    "the file_sets/ folder of github.com/vpariza/open-hummingbird-eval, copied to "
+    "$DATA_ROOT/file_sets (lists of the training images of each data fraction and seed)"
+)
 
 COTRACKER3_CHECKPOINT = (
     "scaled_offline.pth, linked from github.com/facebookresearch/co-tracker (CC-BY-NC)"

@@ -29,6 +29,7 @@ from mosic.pipeline.reference_numbers import (
     COTRACKER3_CHECKPOINT,
     COTRACKER3_CODE,
     DATASETS,
+    HUMMINGBIRD_FILE_SETS,
     WEIGHTS,
 )
 from mosic.pipeline.reproduce_config import RANDOM_INIT, Evaluation, Generate, Row, train_config
@@ -136,6 +137,8 @@ class Reproduction:
         for row in real:
             for evaluation in row.evaluations:
                 path = root / evaluation.data
+                if evaluation.dataset == "ytvos":
+                    path = path / "val1"  # TimeT's split, built by mosic ytvos-split
                 if not path.exists():
                     lines[f"{path}: {DATASETS[evaluation.dataset]}"] = None
             if row.weights != RANDOM_INIT:
@@ -166,9 +169,33 @@ class Reproduction:
             lines.append(f"CoTracker3 code ({repo}): {COTRACKER3_CODE} and set COTRACKER3_REPO")
         return lines
 
+    def published_subset(self, row: Row, evaluation: Evaluation) -> Path | None:
+        """The published training list a column names (``options.subset_file``, under the data
+        root), or None."""
+        listed = evaluation.options.get("subset_file")
+        root = self.data_root(row) or Path("$DATA_ROOT")
+        return root / listed if listed else None
+
+    def notes(self) -> list[str]:
+        """What runs, but not as the reference does: published lists missing, replaced by
+        mosic's seeded draws (each result records it)."""
+        lines = []
+        for row in self.rows:
+            for evaluation in row.evaluations:
+                listed = self.published_subset(row, evaluation)
+                if listed is not None and not listed.is_file():
+                    lines.append(
+                        f"{row.id} / {evaluation.column}: {listed} not found, so mosic's seeded "
+                        f"draw of the same fraction is used instead (recorded in the result); "
+                        f"the published lists: {HUMMINGBIRD_FILE_SETS}"
+                    )
+        return lines
+
     # -- the steps ----------------------------------------------------------------------------
     def run(self) -> None:
         """Every row, every seed: generate, extract, train, evaluate (each skipped when done)."""
+        for note in self.notes():
+            self.log(f"note: {note}")
         for row in self.rows:
             if row.generate:
                 self.generate(row.generate)
@@ -291,6 +318,14 @@ class Reproduction:
         result for other settings, model or weights is computed again)."""
         path = self.result_path(row, evaluation, seed)
         options = {k: tuple(v) if isinstance(v, list) else v for k, v in evaluation.options.items()}
+        listed = self.published_subset(row, evaluation)
+        if listed is not None and listed.is_file():  # the published list, not a draw of ours
+            options |= {"subset_file": str(listed), "fraction": 1.0}
+        elif listed is not None:
+            options.pop("subset_file")
+            options["subset_fallback"] = str(listed)
+            if options.get("fraction", 1.0) >= 1:
+                raise ValueError(f"{row.id} / {evaluation.column}: subset_file needs a fraction")
         request = EvalRequest(
             model=model,
             weights=weights,

@@ -29,13 +29,16 @@ class Evaluation:
     options: dict = field(default_factory=dict)  # further EvalRequest fields
     reference: float | None = None
     source: str | None = None  # a key of reference_numbers.SOURCES
+    # The result's figure: "miou" (the field's, averaged over all classes as the references
+    # do) or "miou_present_classes" (over the classes the evaluation data holds).
+    metric: str = "miou"
 
     def score(self, result: dict) -> float:
         """The column's number (mIoU, %) from a result JSON; overclustering: the first K."""
         metrics = result["metrics"]
         if "k" in metrics:
             metrics = metrics["k"][str(self.options["clusters"][0])]
-        return 100 * metrics["miou"]
+        return 100 * metrics[self.metric]
 
 
 @dataclass(frozen=True)

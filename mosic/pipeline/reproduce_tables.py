@@ -123,7 +123,10 @@ def tables_markdown(cells: list[Cell], margins: list[Margin]) -> str:
                     note = ""
                     if cell.source:
                         note = f" [{used_sources.setdefault(cell.source, len(used_sources) + 1)}]"
-                    line += [_number(cell.reference) + note, _number(cell.difference, signed=True)]
+                    given = (
+                        _number(cell.reference) if cell.reference is not None else "no reference"
+                    )
+                    line += [given + note, _number(cell.difference, signed=True)]
             lines.append("| " + " | ".join(line) + " |")
         seeds = max(len(c.ours) for c in mine)
         lines += ["", f"mIoU (%); ours: mean ± std over {seeds} seeds where more than one.", ""]

@@ -34,6 +34,7 @@ from mosic.pipeline.train_step import (
 )
 from mosic.stages.data.clips import ClipDataset, CorruptClips
 from mosic.stages.data.sampler import ClipBatchSampler, EpochBatches
+from mosic.stages.model.backbone import check_resumable_grid
 from mosic.stages.model.network import MoSiCNetwork, make_teacher
 from mosic.stages.objective import StepStats
 from mosic.store_schema import StoreError
@@ -280,6 +281,7 @@ def _record(step, epoch, loss, scheduler, stats: StepStats, data_wait, started, 
         "loss": loss,
         "lr_backbone": scheduler.get_last_lr()[0],
         "lr_head": scheduler.get_last_lr()[-1],
+        "points_per_clip": stats.points_per_clip,
         "visible_fraction": stats.visible_fraction,
         "cluster_usage": stats.cluster_usage,
         "sinkhorn_marginal_error": stats.marginal_error,
@@ -313,6 +315,7 @@ def _restore(start: Start, student, teacher, optimizer, scheduler, device) -> No
     the new total, at the checkpoint's step."""
     state = start.state
     planned = [(group["initial_lr"], group["weight_decay"]) for group in optimizer.param_groups]
+    check_resumable_grid(student.backbone, state["student"], "backbone.", start.checkpoint)
     try:
         student.load_state_dict(state["student"])
         teacher.load_state_dict(state["teacher"])

@@ -27,12 +27,7 @@ class NonFiniteLoss(FloatingPointError):
 def build_student(cfg: TrainConfig) -> MoSiCNetwork:
     """The student network: its backbone's last ``unfreeze_blocks`` blocks trainable, or, with
     ``lora_rank`` > 0, only LoRA adapters on every block (all base weights frozen)."""
-    backbone = create_backbone(
-        cfg.backbone,
-        weights=cfg.weights,
-        pretrained=cfg.pretrained,
-        img_size=cfg.clip.augment.input_size,
-    )
+    backbone = create_backbone(cfg.backbone, weights=cfg.weights, pretrained=cfg.pretrained)
     if cfg.lora_rank:
         add_lora(backbone, cfg.lora_rank, cfg.lora_alpha)
     else:
@@ -103,7 +98,9 @@ def autocast_for(precision: str, device: torch.device):
 class TrainStep:
     """One optimisation step: loss, backward, optional clipping, AdamW, schedule, EMA teacher.
 
-    ``model`` is the student itself or its DistributedDataParallel wrapper.
+    ``model`` is the student itself or its DistributedDataParallel wrapper. A batch in which
+    no rank has a track visible in its first frame changes no weight (the schedule still
+    advances, every rank alike).
     """
 
     def __init__(
@@ -128,20 +125,22 @@ class TrainStep:
         """Train on one batch (on the model's device); returns the loss and its statistics.
 
         frames: (B, F, 3, S, S) uint8; positions: (B, F, N, 2) (x, y) input pixels;
-        visible: (B, F, N) bool. Raises NonFiniteLoss, before any update, on a NaN loss.
+        visible: (B, F, N) bool. Returns the loss over all ranks. Raises NonFiniteLoss, before
+        any update and on every rank, when that loss is NaN or infinite.
         """
         self.student.prototypes.normalize_()
         self.teacher.prototypes.normalize_()
         with self.autocast:
             loss, stats = self.objective(self.model, self.teacher, frames, positions, visible)
-        value = loss.item()
-        if not math.isfinite(value):
-            raise NonFiniteLoss(f"loss is {value}")
+        if not math.isfinite(stats.loss):
+            raise NonFiniteLoss(f"loss is {stats.loss}")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg.optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.optim.grad_clip)
+        if stats.terms:  # else no gradient at all, and AdamW skips weights without one
+            loss.backward()
+            if self.cfg.optim.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.optim.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        ema_update(self.teacher, self.student, self.cfg.teacher_momentum)
-        return value, stats
+        if stats.terms:
+            ema_update(self.teacher, self.student, self.cfg.teacher_momentum)
+        return stats.loss, stats

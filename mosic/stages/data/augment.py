@@ -4,6 +4,14 @@ Coordinates follow mosic's convention (``mosic.stages.trackers.base``): ``(x, y)
 pixel centres at integers. ``cv2.resize`` maps pixel centres the same way, so a crop
 ``[x0, x0 + w) x [y0, y0 + h)`` resized to ``S x S`` sends ``x`` to
 ``(x - x0 + 0.5) * S / w - 0.5`` exactly (and ``y`` likewise).
+
+Crop geometry (``AugmentConfig.crop_geometry``):
+- ``paper`` (the paper's code): every frame squashed to ``S x S``, then a random resized crop of
+  that square. mosic draws the crop on an ``S x S`` canvas, maps it back to the stored frame
+  (edges rounded to whole stored pixels) and resizes once, so a wide frame is squashed as in
+  the paper without a second resampling.
+- ``aspect``: the random resized crop is drawn on the stored frame itself (its aspect ratio
+  kept); on 16:9 video it never covers more than about 75 % of the frame.
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+CROP_GEOMETRIES = ("paper", "aspect")
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -21,10 +31,13 @@ class AugmentConfig:
 
     input_size: side S of the square output, pixels.
     crop_scale: range of the crop's area as a fraction of the frame's.
-    crop_ratio: range of the crop's aspect ratio (width / height), drawn log-uniformly.
+    crop_ratio: range of the crop's aspect ratio (width / height; in ``paper`` geometry, on the
+        squashed square), drawn log-uniformly.
     flip: mirror the clip horizontally with probability 1/2.
     color_jitter: strength s of brightness, contrast and saturation jitter (factors drawn in
         [max(0, 1 - s), 1 + s], once per clip); 0 turns it off.
+    crop_geometry: ``paper`` (frames squashed to S x S, then cropped: the paper's code) or
+        ``aspect`` (cropped from the stored frame, aspect ratio kept); see the module's notes.
     """
 
     input_size: int = 224
@@ -32,6 +45,11 @@ class AugmentConfig:
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: bool = True
     color_jitter: float = 0.0
+    crop_geometry: str = "paper"
+
+    def __post_init__(self) -> None:
+        if self.crop_geometry not in CROP_GEOMETRIES:
+            raise ValueError(f"--crop-geometry {self.crop_geometry!r}: use paper or aspect")
 
 
 def crop_box(
@@ -65,6 +83,25 @@ def crop_box(
     else:
         w, h = width, height
     return (width - w) // 2, (height - h) // 2, w, h
+
+
+def clip_crop(
+    height: int, width: int, config: AugmentConfig, rng: np.random.Generator
+) -> tuple[int, int, int, int]:
+    """The crop ``(x0, y0, w, h)`` of a clip, in pixels of its ``height x width`` stored frames.
+
+    ``aspect``: ``crop_box`` on the stored frame. ``paper``: ``crop_box`` on the ``S x S``
+    square the paper squashes every frame to, scaled back to the stored frame (edges rounded to
+    whole pixels), so that resizing it to ``S x S`` gives the paper's crop.
+    """
+    scale, ratio = config.crop_scale, config.crop_ratio
+    if config.crop_geometry == "aspect":
+        return crop_box(height, width, scale, ratio, rng)
+    size = config.input_size
+    x0, y0, w, h = crop_box(size, size, scale, ratio, rng)
+    left, right = round(x0 * width / size), round((x0 + w) * width / size)
+    top, bottom = round(y0 * height / size), round((y0 + h) * height / size)
+    return left, top, max(right - left, 1), max(bottom - top, 1)
 
 
 def _jitter(frames: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
@@ -101,7 +138,7 @@ def augment_clip(
     """
     size = config.input_size
     _, height, width, _ = frames.shape
-    x0, y0, w, h = crop_box(height, width, config.crop_scale, config.crop_ratio, rng)
+    x0, y0, w, h = clip_crop(height, width, config, rng)
     flip = config.flip and rng.random() < 0.5
     # Bilinear, as albumentations' RandomResizedCrop: six times cheaper than area averaging
     # at the usual crops (a 256-px store shrinks by less than 2x); averaging only from 2x down.

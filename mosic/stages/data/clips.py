@@ -11,6 +11,9 @@ paths and numbers, and each DataLoader worker opens files itself.
 A clip whose data is missing or damaged (``CorruptVideo``: a checksum, a size or a missing
 file) is replaced by a clip of the next video, and the item's ``corrupt`` counts it;
 ``CorruptClips`` turns those into one warning per video, a count, and a stop past a fraction.
+
+After the read and the augmentation, an item keeps ``points_per_clip`` of the clip's tracks,
+spread over the crop (``mosic.stages.data.points``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 
 from mosic.stages.data.augment import AugmentConfig, augment_clip
+from mosic.stages.data.points import select_points
 from mosic.store_schema import ClipLocation, CorruptVideo, StoreError, TrackStore, read_clip_rows
 from mosic.store_schema.store import read_rows
 
@@ -32,11 +36,18 @@ SUBSTITUTES = 16  # corrupt videos in a row before an item gives up (the store i
 
 @dataclass(frozen=True)
 class ClipConfig:
-    """Which clips to read: ``clip_frames`` frames, ``clip_step`` stored frames apart."""
+    """Which clips to read: ``clip_frames`` frames, ``clip_step`` stored frames apart, with
+    ``points_per_clip`` tracks each (spread over the crop, padded with invisible points when a
+    clip has fewer; 0: every stored track of the query set, as many as the store's grid)."""
 
     clip_frames: int = 12
     clip_step: int = 6
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    points_per_clip: int = 256
+
+    def __post_init__(self) -> None:
+        if self.points_per_clip < 0:
+            raise ValueError(f"--points-per-clip {self.points_per_clip}: use 0 or more")
 
     @property
     def span(self) -> int:
@@ -146,11 +157,12 @@ class ClipDataset(torch.utils.data.Dataset):
         """One augmented clip of video ``i``; ``item`` is ``i`` or ``(epoch, i)``.
 
         With ``rng = np.random.default_rng((seed, epoch, i))``: the query set is
-        ``rng.integers(usable[i])``, then ``augment_clip(..., rng)`` on its clip.
+        ``rng.integers(usable[i])``, then ``augment_clip(..., rng)`` on its clip, then
+        ``select_points(..., points_per_clip, input_size, rng)`` (unless points_per_clip is 0).
         Returns frames (F, 3, S, S) uint8, positions (F, N, 2) float32 (x, y) output pixels,
-        visible (F, N) bool, index () int64 (= i), corrupt () int64 (corrupt videos skipped
-        for this item: the clip is then the next readable video's) and corrupt_video () int64
-        (the first of them, -1 if none).
+        visible (F, N) bool (N = points_per_clip), index () int64 (= i), corrupt () int64
+        (corrupt videos skipped for this item: the clip is then the next readable video's) and
+        corrupt_video () int64 (the first of them, -1 if none).
         """
         epoch, i = item if isinstance(item, tuple) else (self.epoch, item)
         corrupt = []
@@ -178,6 +190,11 @@ class ClipDataset(torch.utils.data.Dataset):
         frames, positions, visible = augment_clip(
             *self.read_clip(i, int(rng.integers(self.usable[i]))), config.augment, rng
         )
+        if config.points_per_clip:
+            size = config.augment.input_size
+            positions, visible = select_points(
+                positions, visible, config.points_per_clip, size, rng
+            )
         return {
             "frames": torch.from_numpy(channels_first(frames)),
             "positions": torch.from_numpy(positions),

@@ -8,7 +8,8 @@ does) ``aug_epochs`` times; of each view ``memory_size // (len(train) * aug_epoc
 enter the memory bank, the ones with the lowest (rare-class score x uniform random factor),
 where a patch's rare-class score is the summed number of the image's patches that contain each
 class the patch contains. A patch is stored as its L2-normalised feature and its label: the
-class histogram of its pixels (the fraction of its p x p pixels in each class). Each
+class histogram of its pixels (the fraction of its p x p pixels in each class; ignored pixels
+count as class 0, as the reference turns VOC's 255 into 0). Each
 validation image is resized to ``input_size``; each of its patches takes the softmax over
 (cosine similarity / temperature) of its ``k`` nearest bank patches as weights of their labels;
 the (C, h, w) label maps are bilinearly upsampled to ``input_size``, argmaxed, and scored
@@ -30,14 +31,15 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import InterpolationMode
 
 from mosic.stages.data import augment
-from mosic.stages.evaluation.datasets.base import SegmentationDataset, SegmentationSample
+from mosic.stages.evaluation.datasets.base import IGNORE, SegmentationDataset, SegmentationSample
 from mosic.stages.evaluation.features import DenseFeatures
 from mosic.stages.evaluation.kmeans import cluster_map
 from mosic.stages.evaluation.knn import knn
-from mosic.stages.evaluation.metrics import confusion_matrix, confusion_miou
+from mosic.stages.evaluation.mask_resize import pil_nearest
+from mosic.stages.evaluation.metrics import confusion_matrix, confusion_miou, miou_fields
+from mosic.stages.evaluation.progress import QUIET, Advance, Phases
 from mosic.stages.evaluation.visuals import Visual, VisualSink
 
 View = Callable[[SegmentationSample, np.random.Generator], tuple[torch.Tensor, torch.Tensor]]
@@ -53,7 +55,10 @@ class HummingbirdConfig:
     bank's storage (float16 halves the reference's float32; its rounding, ~5e-4 relative, moves
     a cosine by well under the 0.02 temperature). ``device``: where the bank and the search live
     (None: the features' device). ``query_chunk``/``bank_chunk``: ``knn``'s working blocks.
-    ``workers``: DataLoader processes for reading and augmenting images.
+    ``workers``: DataLoader processes for reading and augmenting images. ``ignored_label``: the
+    class ignored pixels of the training views count as in the bank's labels (0, as the
+    reference's ``_create_memory`` turns VOC's 255 into 0 and keeps ADE20K's "other", 0; None:
+    in no class). Ignored pixels of the validation images are never scored.
     """
 
     input_size: int = 512
@@ -71,6 +76,7 @@ class HummingbirdConfig:
     query_chunk: int = 4096
     bank_chunk: int = 65536
     workers: int = 0
+    ignored_label: int | None = 0
 
 
 def evaluate_hummingbird(
@@ -79,10 +85,12 @@ def evaluate_hummingbird(
     features: DenseFeatures,
     config: HummingbirdConfig,
     visuals: VisualSink | None = None,
+    progress: Phases = QUIET,
 ) -> dict:
     """Build the memory bank from ``train``, label ``val`` by retrieval, score it.
 
-    Returns ``miou``, ``per_class_iou`` (list, NaN for classes absent from val), ``bank_size``
+    Returns ``metrics.miou_fields`` (``miou``, the field's figure over all classes;
+    ``miou_present_classes``; ``per_class_iou``, NaN for classes absent from val), ``bank_size``
     (rows), ``bank_bytes`` (features + labels), ``patches_per_view``, and the wall seconds of
     ``build_bank_s`` (augment, extract, sample), ``val_features_s``, ``retrieve_s`` (search and
     label transfer) and ``score_s`` (upsample, argmax, confusion, matching).
@@ -93,14 +101,16 @@ def evaluate_hummingbird(
         raise ValueError(f"input_size {config.input_size} not a multiple of {features.patch_size}")
     device = torch.device(config.device) if config.device else features.device
     t0 = time.perf_counter()
-    bank, labels, per_view = build_memory(train, features, config, device)
+    views = len(train) * config.aug_epochs
+    with progress.phase("memory bank", views, "views") as advance:
+        bank, labels, per_view = build_memory(train, features, config, device, advance)
     t1 = time.perf_counter()
-    confusion, times = _label_val(val, features, bank, labels, config, visuals)
+    with progress.phase("label transfer", len(val), "images") as advance:
+        confusion, times = _label_val(val, features, bank, labels, config, visuals, advance)
     t2 = time.perf_counter()
-    miou, per_class = confusion_miou(confusion, "hungarian")
+    per_class = confusion_miou(confusion, "hungarian")[1]
     return {
-        "miou": miou,
-        "per_class_iou": per_class.tolist(),
+        **miou_fields(per_class),
         "bank_size": len(bank),
         "bank_bytes": bank.nbytes + labels.nbytes,
         "patches_per_view": per_view,
@@ -116,9 +126,11 @@ def build_memory(
     features: DenseFeatures,
     config: HummingbirdConfig,
     device: torch.device,
+    advance: Advance = lambda n: None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """The memory bank: features (M, D) L2-normalised and labels (M, C) class histograms, both
-    ``config.bank_dtype`` on ``device``, and the number of patches kept per view."""
+    ``config.bank_dtype`` on ``device``, and the number of patches kept per view;
+    ``advance(n)`` after every batch of n views."""
     grid = config.input_size // features.patch_size
     n_patches = grid * grid
     views = len(train) * config.aug_epochs
@@ -147,6 +159,8 @@ def build_memory(
             if feats.shape[2:] != (grid, grid):
                 raise ValueError(f"features of {tuple(feats.shape)}, expected a {grid}^2 grid")
             feats = feats.flatten(2).transpose(1, 2).to(device)  # (B, N, D)
+            if config.ignored_label is not None:
+                masks = masks.masked_fill(masks == IGNORE, config.ignored_label)
             hist = patch_histograms(masks, features.patch_size, num_classes).to(device)
             if per_view < n_patches:
                 keep = sample_patches(hist, per_view, generator).to(device)  # (B, per_view)
@@ -156,6 +170,7 @@ def build_memory(
             bank[row : row + n] = F.normalize(feats.flatten(0, 1), dim=1).to(bank.dtype)
             labels[row : row + n] = hist.flatten(0, 1).to(labels.dtype)
             row += n
+            advance(len(images))
     return bank, labels, per_view
 
 
@@ -200,10 +215,12 @@ def _label_val(
     labels: torch.Tensor,
     config: HummingbirdConfig,
     visuals: VisualSink | None = None,
+    advance: Advance = lambda n: None,
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Retrieval labels of every validation image, scored: the (C, C) confusion of predicted
     against true classes and the seconds spent in features / retrieve / score; the first
-    ``visuals.count`` images and their labels go to ``visuals``."""
+    ``visuals.count`` images and their labels go to ``visuals``; ``advance(n)`` after every
+    batch of n images."""
     num_classes = labels.shape[1]
     grid = config.input_size // features.patch_size
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
@@ -231,6 +248,7 @@ def _label_val(
         times["features"] += t1 - t0
         times["retrieve"] += t2 - t1
         times["score"] += t3 - t2
+        advance(len(images))
     return confusion, times
 
 
@@ -267,13 +285,11 @@ def crop_box(
 def resized_crop(
     image: torch.Tensor, mask: torch.Tensor, box: tuple[int, int, int, int], size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Crop ``box`` of image (3, H, W) uint8 and mask (H, W) int64 and resize to size x size:
-    the image bilinear with antialiasing, the mask nearest."""
+    """Crop ``box`` (top, left, height, width; inside the image) of image (3, H, W) uint8 and
+    mask (H, W) int64 and resize to size x size: the image bilinear with antialiasing, the mask
+    with PIL's nearest neighbours (as the references, on PIL images)."""
     image = TF.resized_crop(image, *box, [size, size], antialias=True)
-    mask = TF.resized_crop(
-        mask[None].float(), *box, [size, size], interpolation=InterpolationMode.NEAREST
-    )
-    return image, mask[0].long()
+    return image, pil_nearest(mask, size, box)
 
 
 def resize(image: torch.Tensor, mask: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:

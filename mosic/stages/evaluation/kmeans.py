@@ -1,7 +1,9 @@
 """Feature standardisation, PCA and k-means for the clustering evaluations.
 
 The references (NeCo / Leopart ``experiments/utils.py``, TimeT ``clustering.py``) use sklearn's
-``StandardScaler``, ``faiss.PCAMatrix`` and ``faiss.Kmeans``. Here the same steps run in torch:
+``StandardScaler``, ``faiss.PCAMatrix`` and ``faiss.Kmeans``. Standardisation and PCA run in
+torch here; k-means runs on ``faiss.Kmeans`` by default, as in the references, or, when asked
+(``backend="torch"``), on mosic's own torch implementation:
 
 - ``standardize``: per-dimension zero mean and unit (population) variance, a constant dimension
   left unscaled, as ``StandardScaler``;
@@ -11,7 +13,8 @@ The references (NeCo / Leopart ``experiments/utils.py``, TimeT ``clustering.py``
   kept. Like faiss it trains on at most ``max_points_per_centroid * k`` points drawn at random
   (faiss's default 256), then assigns every point; unlike faiss it seeds with k-means++ (faiss:
   k random points) and stops early once no assignment changes (the result is the same as
-  running on). faiss is used instead when importable and ``backend`` allows.
+  running on). Its scores differ from faiss's (k-means++ finds other local optima): it is an
+  explicit option, never a silent fallback.
 
 Distances are computed ``chunk`` rows at a time, so memory beyond the data stays at
 ``chunk * k`` floats.
@@ -19,15 +22,16 @@ Distances are computed ``chunk`` rows at a time, so memory beyond the data stays
 
 from __future__ import annotations
 
-import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 
-HAVE_FAISS = importlib.util.find_spec("faiss") is not None
-Backend = Literal["auto", "torch", "faiss"]
+Backend = Literal["faiss", "torch"]
+BACKENDS = ("faiss", "torch")
 
 
 @dataclass(frozen=True)
@@ -147,20 +151,25 @@ def kmeans(
     restarts: int = 5,
     seed: int = 0,
     max_points_per_centroid: int | None = 256,
-    backend: Backend = "auto",
+    backend: Backend = "faiss",
     chunk: int = 1 << 14,
 ) -> KMeansResult:
     """k-means of x (N, D) float32 into ``k`` clusters, on x's device; deterministic for a
     given seed on the CPU (on CUDA, float64 ``index_add_`` sums may differ in the last bits).
 
     Trains on at most ``max_points_per_centroid * k`` random points (None: all), keeps the
-    restart with the lowest training inertia, then labels all N points.
+    restart with the lowest training inertia, then labels all N points. ``backend``: ``faiss``
+    (``faiss.Kmeans`` with ``niter=iterations``, ``nredo=restarts``, ``seed``, as the
+    references call it; x is moved to the CPU) or ``torch``.
     """
     x = x.float().contiguous()
     if k > len(x):
         raise ValueError(f"{k} clusters for {len(x)} points")
-    if backend == "faiss" or (backend == "auto" and HAVE_FAISS):
-        return _faiss_kmeans(x, k, iterations, restarts, seed, max_points_per_centroid)
+    if backend == "faiss":
+        fit = _faiss_kmeans(x.cpu(), k, iterations, restarts, seed, max_points_per_centroid)
+        return KMeansResult(fit.centroids.to(x.device), fit.labels.to(x.device), fit.inertia)
+    if backend != "torch":
+        raise ValueError(f"k-means backend {backend!r}: use one of {', '.join(BACKENDS)}")
     generator = torch.Generator().manual_seed(seed)
     train = x
     if max_points_per_centroid is not None and len(x) > max_points_per_centroid * k:
@@ -185,10 +194,34 @@ def _faiss_kmeans(
     seed: int,
     max_points_per_centroid: int | None,
 ) -> KMeansResult:
-    import faiss
-
+    faiss = import_faiss()
     data = np.ascontiguousarray(x.numpy(), dtype=np.float32)
     limit = max_points_per_centroid if max_points_per_centroid is not None else len(data)
+    with faiss_threads(1 if min(len(data), limit * k) < SMALL_FIT else torch.get_num_threads()):
+        return _faiss_fit(faiss, data, k, iterations, restarts, seed, limit)
+
+
+# Below this many training points a fit runs on one OpenMP thread: faster (OpenMP threads spin
+# against each other on a busy machine, 75x slower measured on 2 loaded cores) and independent
+# of the thread count, which can change faiss's float sums in larger fits.
+SMALL_FIT = 1 << 16
+
+
+@contextmanager
+def faiss_threads(count: int) -> Iterator[None]:
+    """faiss's OpenMP thread count set to ``count`` for the block."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(max(1, count))
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def _faiss_fit(faiss, data: np.ndarray, k: int, iterations: int, restarts: int, seed: int,
+               limit: int) -> KMeansResult:  # fmt: skip
     model = faiss.Kmeans(
         data.shape[1],
         k,
@@ -196,7 +229,10 @@ def _faiss_kmeans(
         nredo=restarts,
         seed=seed,
         max_points_per_centroid=limit,
+        min_points_per_centroid=1,  # only mutes faiss's "too few points" warning on stderr
         verbose=False,
+        gpu=False,
+        spherical=False,
     )
     model.train(data)
     _, labels = model.index.search(data, 1)
@@ -205,6 +241,45 @@ def _faiss_kmeans(
         torch.from_numpy(labels[:, 0].astype(np.int64)),
         float(model.obj[-1]),
     )
+
+
+def import_faiss():
+    """The faiss module, or a one-line ValueError saying how to get it."""
+    try:
+        import faiss
+    except ImportError:
+        raise ValueError(
+            "k-means backend faiss: faiss is not installed (pip install faiss-cpu, a dependency "
+            "of mosic); or choose --kmeans-backend torch"
+        ) from None
+    return faiss
+
+
+def kmeans_settings(
+    backend: Backend,
+    iterations: int,
+    restarts: int,
+    seeds: list[int],
+    max_points_per_centroid: int | None = 256,
+) -> dict:
+    """What decides a k-means result, as recorded in every result JSON that clusters."""
+    settings = {
+        "backend": backend,
+        "iterations": iterations,
+        "restarts": restarts,
+        "seeds": list(seeds),
+        "max_points_per_centroid": max_points_per_centroid,
+    }
+    if backend == "faiss":
+        settings |= {
+            "faiss_version": import_faiss().__version__,
+            "init": "k random points",
+            "threads": f"1 below {SMALL_FIT} training points, else torch.get_num_threads() "
+            f"({torch.get_num_threads()})",
+        }
+    else:
+        settings |= {"init": "k-means++", "early_stop": "no assignment changes"}
+    return settings
 
 
 def cluster_map(feats: torch.Tensor, k: int = 5, seed: int = 0) -> np.ndarray:

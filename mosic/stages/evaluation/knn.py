@@ -23,6 +23,8 @@ import importlib.util
 import numpy as np
 import torch
 
+from mosic.stages.evaluation.kmeans import faiss_threads
+
 HAVE_FAISS = importlib.util.find_spec("faiss") is not None
 
 
@@ -76,5 +78,6 @@ def _chunk_faiss(q: torch.Tensor, b: torch.Tensor, k: int) -> tuple[torch.Tensor
 
     index = faiss.IndexFlatIP(b.shape[1])
     index.add(np.ascontiguousarray(b.to(torch.float32).numpy()))
-    s, i = index.search(np.ascontiguousarray(q.numpy()), k)
+    with faiss_threads(torch.get_num_threads()):  # as many as torch: no spinning over each other
+        s, i = index.search(np.ascontiguousarray(q.numpy()), k)
     return torch.from_numpy(s), torch.from_numpy(i.astype(np.int64))

@@ -38,15 +38,16 @@ from mosic.stages.evaluation.hummingbird import (
     view_loader,
 )
 from mosic.stages.evaluation.kmeans import cluster_map
-from mosic.stages.evaluation.metrics import miou
+from mosic.stages.evaluation.metrics import miou, miou_fields
+from mosic.stages.evaluation.progress import QUIET, Advance, Phases
 from mosic.stages.evaluation.visuals import Visual, VisualSink
 
 
 @dataclass(frozen=True)
 class LinearConfig:
-    """Linear-probe settings; the defaults are NeCo's (``epochs``/``drop_at``: MoSiC's 25 with the
-    drop at 20; NeCo's Pascal configs train 20 epochs). ``device``: where the head trains (None:
-    the features' device). ``workers``: DataLoader processes for reading and augmenting."""
+    """Linear-probe settings; the defaults are NeCo's (its Pascal configs: ``max_epochs: 25``,
+    ``drop_at: 20``). ``device``: where the head trains (None: the features' device).
+    ``workers``: DataLoader processes for reading and augmenting."""
 
     input_size: int = 448
     mask_size: int = 100
@@ -69,10 +70,12 @@ def evaluate_linear(
     features: DenseFeatures,
     config: LinearConfig,
     visuals: VisualSink | None = None,
+    progress: Phases = QUIET,
 ) -> dict:
     """Train the head on ``train``, score it on ``val``.
 
-    Returns ``miou``, ``per_class_iou`` (list, NaN for classes absent from val), ``final_loss``
+    Returns ``metrics.miou_fields`` (``miou``, the field's figure over all classes;
+    ``miou_present_classes``; ``per_class_iou``, NaN for classes absent from val), ``final_loss``
     (mean training loss of the last epoch), ``steps``, and the wall seconds ``train_s``
     (augment, extract, fit), ``predict_s`` and ``score_s``. ``visuals``: receives the first
     ``visuals.count`` validation images with the head's argmax (mask_size x mask_size).
@@ -83,14 +86,16 @@ def evaluate_linear(
         raise ValueError(f"{len(train)} training images < one batch of {config.batch}")
     device = torch.device(config.device) if config.device else features.device
     t0 = time.perf_counter()
-    head, loss, steps = train_head(train, features, config, device)
+    batches = config.epochs * (len(train) // config.batch)
+    with progress.phase(f"train head ({config.epochs} epochs)", batches, "batches") as advance:
+        head, loss, steps = train_head(train, features, config, device, advance)
     t1 = time.perf_counter()
-    preds, gts = predict(val, features, head, config, visuals)
+    with progress.phase("predict", len(val), "images") as advance:
+        preds, gts = predict(val, features, head, config, visuals, advance)
     t2 = time.perf_counter()
-    mean, per_class = miou(preds, gts, train.num_classes)
+    per_class = miou(preds, gts, train.num_classes)[1]
     return {
-        "miou": mean,
-        "per_class_iou": per_class.tolist(),
+        **miou_fields(per_class),
         "final_loss": loss,
         "steps": steps,
         "train_s": t1 - t0,
@@ -100,10 +105,14 @@ def evaluate_linear(
 
 
 def train_head(
-    train: SegmentationDataset, features: DenseFeatures, config: LinearConfig, device: torch.device
+    train: SegmentationDataset,
+    features: DenseFeatures,
+    config: LinearConfig,
+    device: torch.device,
+    advance: Advance = lambda n: None,
 ) -> tuple[nn.Conv2d, float, int]:
     """The trained ``Conv2d(D, C, 1)`` on ``device``, the last epoch's mean loss, the step
-    count."""
+    count; ``advance(1)`` after every batch."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         head = nn.Conv2d(features.dim, train.num_classes, 1).to(device)
@@ -121,6 +130,7 @@ def train_head(
         data = ViewDataset(train, view, config.seed, epoch, order)
         loss_sum, batches = 0.0, 0
         for images, masks in view_loader(data, config.batch, config.workers, drop_last=True):
+            advance(1)
             target = resize_masks(masks, config.mask_size).to(device)
             if not (target != IGNORE).any():
                 continue  # an all-ignored batch has no loss (the mean would be NaN)
@@ -144,10 +154,12 @@ def predict(
     head: nn.Conv2d,
     config: LinearConfig,
     visuals: VisualSink | None = None,
+    advance: Advance = lambda n: None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predicted and true classes of every validation image at mask_size x mask_size:
     two (N, mask_size, mask_size) int16 arrays (the truth with IGNORE); the first
-    ``visuals.count`` images and their predictions go to ``visuals``."""
+    ``visuals.count`` images and their predictions go to ``visuals``; ``advance(n)`` after
+    every batch of n images."""
     preds, gts = [], []
     done = 0  # images predicted so far
     size = (config.mask_size, config.mask_size)
@@ -164,6 +176,7 @@ def predict(
                 sample, pred = val[done + j], preds[-1][j].astype(np.int64)
                 visuals(Visual(sample.name, sample.image, sample.mask, pred, cluster_map(feats[j])))
         done += len(images)
+        advance(len(images))
     return np.concatenate(preds), np.concatenate(gts)
 
 

@@ -122,19 +122,44 @@ def matched_miou(
 
 
 def confusion_miou(
-    confusion: np.ndarray, matching: Matching, unmatched: int = -1
+    confusion: np.ndarray, matching: Matching, unmatched: int = 0
 ) -> tuple[float, np.ndarray]:
     """``matched_miou`` from the (P, G) cluster/class confusion alone; clusters that the
-    Hungarian matching leaves unmatched predict class ``unmatched`` (-1: no class)."""
+    Hungarian matching leaves unmatched predict class ``unmatched`` (0, the background, as in
+    the references; -1: no class)."""
     return mapped_miou(confusion, cluster_classes(confusion, matching, unmatched))
 
 
-def cluster_classes(confusion: np.ndarray, matching: Matching, unmatched: int = -1) -> np.ndarray:
+def cluster_classes(confusion: np.ndarray, matching: Matching, unmatched: int = 0) -> np.ndarray:
     """The class each cluster predicts: ``match`` of the (P, G) confusion -> (P,) int64, with
-    ``unmatched`` (-1: no class) for the clusters the Hungarian matching leaves unmatched."""
+    ``unmatched`` for the clusters the Hungarian matching leaves unmatched (0: the background,
+    as NeCo's, Leopart's and open-hummingbird-eval's ``PredsmIoU`` do; -1: no class)."""
     mapping = match(confusion, matching)
     mapping[mapping < 0] = unmatched
     return mapping
+
+
+def field_miou(per_class: np.ndarray) -> float:
+    """The mIoU the references report (``PredsmIoU`` of NeCo, Leopart, open-hummingbird-eval):
+    per-class IoU summed over ALL classes and divided by their number; a class absent from the
+    ground truth counts 0 (ADE20K: 151 classes, the ignored "other" class 0 included).
+    per_class: (C,) float, NaN for absent classes."""
+    return float(np.nansum(per_class) / len(per_class))
+
+
+def miou_fields(per_class: np.ndarray) -> dict:
+    """A result's mIoU entries from (C,) per-class IoU (NaN: absent from the ground truth):
+    ``miou`` (the field's figure, ``field_miou``), ``miou_present_classes`` (the mean over the
+    classes present; ADE20K's 150-class figure on its full val set), ``classes_averaged``,
+    ``classes_present`` and ``per_class_iou`` (a list, NaN for absent classes)."""
+    present = ~np.isnan(per_class)
+    return {
+        "miou": field_miou(per_class),
+        "miou_present_classes": float(per_class[present].mean()) if present.any() else np.nan,
+        "classes_averaged": len(per_class),
+        "classes_present": int(present.sum()),
+        "per_class_iou": per_class.tolist(),
+    }
 
 
 def mapped_miou(confusion: np.ndarray, mapping: np.ndarray) -> tuple[float, np.ndarray]:

@@ -16,7 +16,7 @@ from safetensors import safe_open
 from torch import nn
 
 from mosic.pipeline.checkpoint import load_checkpoint
-from mosic.stages.model.backbone import create_backbone, fit_state_dict, load_state_dict
+from mosic.stages.model.backbone import create_backbone, load_state_dict
 from mosic.stages.model.network import student_backbone_state
 
 
@@ -30,15 +30,19 @@ def strip_paper_prefix(state: dict[str, torch.Tensor], expected: set[str]) -> di
     return {k: stripped[k] for k in expected} if expected <= set(stripped) else state
 
 
-def load_eval_backbone(model: str, weights: str | None = None, img_size: int = 224) -> nn.Module:
-    """A frozen backbone for evaluation from a checkpoint, an export, or a name + weights."""
+def load_eval_backbone(model: str, weights: str | None = None) -> nn.Module:
+    """A frozen backbone for evaluation from a checkpoint, an export, or a name + weights.
+
+    The backbone keeps the position grid its weights hold (a checkpoint written before mosic
+    kept DINOv2's 37 x 37 grid holds 16 x 16 and is evaluated with it; the result's
+    ``position_grid`` says which).
+    """
     path = Path(model)
     if path.suffix == ".pt" and path.is_file():
         state = load_checkpoint(path)
         name = state["config"]["backbone"]
-        backbone = create_backbone(name, img_size=img_size)
-        weights_dict = student_backbone_state(state)
-        backbone.load_state_dict(fit_state_dict(weights_dict, backbone), strict=True)
+        source = f"{path} (student backbone)"
+        backbone = create_backbone(name, weights=student_backbone_state(state), source=source)
     elif path.suffix == ".safetensors" and path.is_file():
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
@@ -47,15 +51,14 @@ def load_eval_backbone(model: str, weights: str | None = None, img_size: int = 2
             raise ValueError(
                 f"{path}: no backbone name in its metadata; pass the name and --weights"
             )
-        backbone = create_backbone(name, img_size=img_size)
-        backbone.load_state_dict(fit_state_dict(load_state_dict(path), backbone), strict=True)
+        backbone = create_backbone(name, weights=path)
     else:
-        backbone = create_backbone(model, img_size=img_size)
+        state = None
         if weights:
-            state = load_state_dict(weights)
-            expected = set(backbone.state_dict())
-            state = fit_state_dict(strip_paper_prefix(state, expected), backbone)
-            backbone.load_state_dict(state, strict=True)
+            with torch.device("meta"):  # the key names only: no memory, no initialisation
+                expected = set(create_backbone(model).state_dict())
+            state = strip_paper_prefix(load_state_dict(weights), expected)
+        backbone = create_backbone(model, weights=state, source=str(weights))
     for parameter in backbone.parameters():
         parameter.requires_grad_(False)
     return backbone.eval()

@@ -25,8 +25,16 @@ import torch.nn.functional as F
 
 from mosic.stages.evaluation.datasets.base import SegmentationDataset, SegmentationSample
 from mosic.stages.evaluation.features import DenseFeatures
-from mosic.stages.evaluation.kmeans import kmeans, pca, standardize
-from mosic.stages.evaluation.metrics import cluster_classes, confusion_matrix, mapped_miou
+from mosic.stages.evaluation.kmeans import Backend, kmeans, kmeans_settings, pca, standardize
+from mosic.stages.evaluation.mask_resize import pil_nearest
+from mosic.stages.evaluation.metrics import (
+    cluster_classes,
+    confusion_matrix,
+    field_miou,
+    mapped_miou,
+    miou_fields,
+)
+from mosic.stages.evaluation.progress import QUIET, Phases
 from mosic.stages.evaluation.visuals import Visual, VisualSink
 
 DEFAULT_OVERCLUSTER_KS = (100, 300, 500)  # evaluated after K = num_classes
@@ -41,14 +49,13 @@ def resize_image(image: np.ndarray, size: int) -> torch.Tensor:
 
 
 def resize_mask(mask: np.ndarray, size: int, eval_size: int) -> torch.Tensor:
-    """(H, W) int64 -> (eval_size, eval_size) int64: nearest neighbours to ``size`` (PIL's
-    convention, ``nearest-exact``), then to ``eval_size`` (torch's ``nearest``) as the references
-    do; ``IGNORE`` survives as a value."""
-    x = torch.from_numpy(np.asarray(mask, dtype=np.float32))[None, None]
-    x = F.interpolate(x, size=(size, size), mode="nearest-exact")
+    """(H, W) int64 -> (eval_size, eval_size) int64: nearest neighbours to ``size`` as PIL does
+    (``mask_resize.pil_nearest``), then to ``eval_size`` with torch's ``nearest``, as the
+    references do; ``IGNORE`` survives as a value."""
+    x = pil_nearest(torch.from_numpy(np.asarray(mask, dtype=np.int64)), size)
     if eval_size != size:
-        x = F.interpolate(x, size=(eval_size, eval_size), mode="nearest")
-    return x[0, 0].long()
+        x = F.interpolate(x[None, None].float(), size=(eval_size, eval_size), mode="nearest")[0, 0]
+    return x.long()
 
 
 def upsample_labels(labels: torch.Tensor, size: int) -> torch.Tensor:
@@ -69,16 +76,21 @@ def evaluate_overclustering(
     restarts: int = 5,
     device: str | torch.device = "cpu",
     visuals: VisualSink | None = None,
+    kmeans_backend: Backend = "faiss",
+    progress: Phases = QUIET,
 ) -> dict:
     """Overclustering mIoU of ``features`` on ``dataset``.
 
     ks: the cluster counts, default (num_classes, 100, 300, 500); seeds: one k-means (with
-    ``restarts`` restarts) per seed; device: where k-means runs. visuals: receives the first
+    ``restarts`` restarts) per seed; device: where the torch k-means runs. kmeans_backend:
+    ``faiss`` (the reference's ``faiss.Kmeans``) or ``torch``. visuals: receives the first
     ``visuals.count`` images with the clusters of the first K and seed (raw at the patch grid,
-    and matched to classes at mask_size x mask_size: unmatched clusters are ``IGNORE``).
-    Returns ``{"k": {K: {"miou", "std", "per_seed"}}, "timings_s": {"features", "pca",
-    "kmeans": {K: s}, "matching": {K: s}}, "num_images"}``; miou is the mean over seeds, std
-    their population standard deviation.
+    and matched to classes at mask_size x mask_size; clusters the Hungarian matching leaves
+    unmatched go to the background, class 0).
+    Returns ``{"k": {K: {"miou", "std", "per_seed", "miou_present_classes",
+    "classes_averaged", "classes_present"}}, "kmeans": settings, "timings_s": {"features",
+    "pca", "kmeans": {K: s}, "matching": {K: s}}, "num_images"}``; miou is the field's figure
+    (``metrics.field_miou``) averaged over seeds, std their population standard deviation.
     """
     num_classes = dataset.num_classes
     ks = tuple(ks) if ks is not None else (num_classes, *DEFAULT_OVERCLUSTER_KS)
@@ -92,46 +104,61 @@ def evaluate_overclustering(
     start = time.perf_counter()
     patch = torch.empty(n * side * side, features.dim)
     masks = torch.empty(n, mask_size, mask_size, dtype=torch.int64)
-    for first in range(0, n, features.batch):
-        samples = [dataset[i] for i in range(first, min(first + features.batch, n))]
-        images = torch.stack([resize_image(s.image, input_size) for s in samples])
-        out = features(images).permute(0, 2, 3, 1).reshape(-1, features.dim)
-        patch[first * side * side : first * side * side + len(out)] = out
-        for j, sample in enumerate(samples):
-            masks[first + j] = resize_mask(sample.mask, input_size, mask_size)
-            if visuals is not None and first + j < visuals.count:
-                shown.append(sample)
+    with progress.phase("features", n, "images") as advance:
+        for first in range(0, n, features.batch):
+            samples = [dataset[i] for i in range(first, min(first + features.batch, n))]
+            images = torch.stack([resize_image(s.image, input_size) for s in samples])
+            out = features(images).permute(0, 2, 3, 1).reshape(-1, features.dim)
+            patch[first * side * side : first * side * side + len(out)] = out
+            for j, sample in enumerate(samples):
+                masks[first + j] = resize_mask(sample.mask, input_size, mask_size)
+                if visuals is not None and first + j < visuals.count:
+                    shown.append(sample)
+            advance(len(samples))
     timings["features"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    reduced = pca(standardize(patch), pca_dims).to(device)
+    with progress.phase(f"standardise + PCA to {pca_dims} ({len(patch):,} patches)"):
+        reduced = pca(standardize(patch), pca_dims).to(device)
     del patch
     timings["pca"] = time.perf_counter() - start
 
     gt = masks.numpy()
     results = {}
-    for k in ks:
-        matching = "hungarian" if k == num_classes else "many_to_one"
-        scores = []
-        timings["kmeans"][k] = timings["matching"][k] = 0.0
-        for seed in seeds:
-            start = time.perf_counter()
-            labels = kmeans(reduced, k, iterations, restarts, seed).labels.cpu()
-            timings["kmeans"][k] += time.perf_counter() - start
-            start = time.perf_counter()
-            grid = labels.view(n, side, side)
-            clusters = upsample_labels(grid, mask_size).numpy()
-            confusion = confusion_matrix(clusters, gt, k, num_classes)
-            mapping = cluster_classes(confusion, matching)
-            scores.append(mapped_miou(confusion, mapping)[0])
-            if visuals is not None and (k, seed) == (ks[0], seeds[0]):
-                for i, sample in enumerate(shown):
-                    pred, raw = mapping[clusters[i]], grid[i].numpy()
-                    visuals(Visual(sample.name, sample.image, sample.mask, pred, raw))
-            timings["matching"][k] += time.perf_counter() - start
-        results[k] = {
-            "miou": float(np.mean(scores)),
-            "std": float(np.std(scores)),
-            "per_seed": [float(s) for s in scores],
-        }
-    return {"k": results, "timings_s": timings, "num_images": n}
+    label = f"k-means ({kmeans_backend}), K = {', '.join(map(str, ks))}"
+    with progress.phase(label, len(ks) * len(seeds), "fits") as advance:
+        for k in ks:
+            matching = "hungarian" if k == num_classes else "many_to_one"
+            scores, present = [], []
+            timings["kmeans"][k] = timings["matching"][k] = 0.0
+            for seed in seeds:
+                start = time.perf_counter()
+                fit = kmeans(reduced, k, iterations, restarts, seed, backend=kmeans_backend)
+                labels = fit.labels.cpu()
+                timings["kmeans"][k] += time.perf_counter() - start
+                start = time.perf_counter()
+                grid = labels.view(n, side, side)
+                clusters = upsample_labels(grid, mask_size).numpy()
+                confusion = confusion_matrix(clusters, gt, k, num_classes)
+                mapping = cluster_classes(confusion, matching)
+                per_class = mapped_miou(confusion, mapping)[1]
+                scores.append(field_miou(per_class))
+                present.append(miou_fields(per_class))
+                if visuals is not None and (k, seed) == (ks[0], seeds[0]):
+                    for i, sample in enumerate(shown):
+                        pred, raw = mapping[clusters[i]], grid[i].numpy()
+                        visuals(Visual(sample.name, sample.image, sample.mask, pred, raw))
+                timings["matching"][k] += time.perf_counter() - start
+                advance(1)
+            results[k] = {
+                "miou": float(np.mean(scores)),
+                "std": float(np.std(scores)),
+                "per_seed": [float(s) for s in scores],
+                "miou_present_classes": float(
+                    np.mean([p["miou_present_classes"] for p in present])
+                ),
+                "classes_averaged": num_classes,
+                "classes_present": present[0]["classes_present"],
+            }
+    settings = kmeans_settings(kmeans_backend, iterations, restarts, list(seeds))
+    return {"k": results, "kmeans": settings, "timings_s": timings, "num_images": n}

@@ -17,8 +17,14 @@ features of every annotated frame (twice while standardising: 2 x frames x (inpu
 D x 4 bytes, 1.2 GB for DAVIS val's ~2,000 frames with a ViT-S/16 at 224) and their masks at
 ``eval_size``.
 
-Object ids are per video (DAVIS's 1, 2, ... name different objects in different videos); in
-``"dataset"`` mode id j of every video is one class, as in TimeT.
+DAVIS's object ids are per video (its 1, 2, ... name different objects in different videos); in
+``"dataset"`` mode id j of every video is one class, as in TimeT. YouTube-VOS clips come with
+their ids already mapped to meta.json categories (``datasets.ytvos``), as TimeT's loader does
+in every mode, so objects of one category are one class (within a unit, and across videos in
+``"dataset"`` mode).
+
+K-means is ``faiss.Kmeans`` (50 iterations, 5 restarts, seed 1: TimeT's ``cluster_features``)
+unless ``kmeans_backend`` is ``torch``.
 
 Pictures (``visuals``): ceil(N / clips) annotated frames evenly spaced over each clip (the first
 frame when one), clip after clip until N, each with its unit's matched ids and raw clusters at
@@ -38,7 +44,13 @@ import torch.nn.functional as F
 
 from mosic.stages.evaluation.datasets.base import IGNORE, VideoClip, VideoDataset
 from mosic.stages.evaluation.features import DenseFeatures
-from mosic.stages.evaluation.kmeans import assign, kmeans, pca, standardize
+from mosic.stages.evaluation.kmeans import (
+    Backend,
+    kmeans,
+    kmeans_settings,
+    pca,
+    standardize,
+)
 from mosic.stages.evaluation.metrics import (
     Matching,
     cluster_classes,
@@ -46,6 +58,7 @@ from mosic.stages.evaluation.metrics import (
     mapped_miou,
 )
 from mosic.stages.evaluation.overclustering import resize_image, resize_mask
+from mosic.stages.evaluation.progress import QUIET, Phases
 from mosic.stages.evaluation.visuals import Visual, VisualSink
 
 Mode = Literal["frame", "clip", "dataset"]
@@ -90,14 +103,19 @@ def _reduce(patch: torch.Tensor, dims: int) -> torch.Tensor:
 
 def _pixel_clusters(reduced: torch.Tensor, centroids: torch.Tensor, size: int) -> np.ndarray:
     """(T, h, w, d) features, (K, d) centroids -> (T, size, size) int64: each pixel's nearest
-    centroid after bilinear upsampling of the features."""
+    centroid after bilinear upsampling of the features.
+
+    The nearest centroid of f maximises f . c - |c|^2 / 2, which is affine in f; bilinear
+    upsampling is linear with weights summing to one, so these K scores are upsampled instead of
+    the d feature channels: the same argmax (up to float rounding), K / d of the work.
+    """
     out = []
+    half_norms = centroids.square().sum(1) / 2
     for frame in reduced:
-        up = F.interpolate(
-            frame.permute(2, 0, 1)[None], size=(size, size), mode="bilinear", align_corners=False
-        )
-        out.append(assign(up[0].permute(1, 2, 0).reshape(-1, up.shape[1]), centroids)[0])
-    return torch.stack(out).view(len(reduced), size, size).numpy()
+        scores = (frame @ centroids.T - half_norms).permute(2, 0, 1)[None]  # (1, K, h, w)
+        up = F.interpolate(scores, size=(size, size), mode="bilinear", align_corners=False)
+        out.append(up[0].argmax(0))
+    return torch.stack(out).numpy()
 
 
 def _unit_miou(
@@ -128,6 +146,8 @@ def evaluate_video(
     seed: int = 1,
     matching: Matching = "hungarian",
     visuals: VisualSink | None = None,
+    kmeans_backend: Backend = "faiss",
+    progress: Phases = QUIET,
 ) -> dict:
     """Clustering mIoU of ``features`` on the annotated frames of ``dataset``.
 
@@ -135,8 +155,9 @@ def evaluate_video(
     the number of distinct ground-truth ids in the unit). eval_size: resolution of the scored
     masks (None: ``input_size`` for frame/clip, 112 for dataset). visuals: receives
     ``visuals.count`` annotated frames spread over the clips (see the module's docstring).
-    Returns ``{"mode", "miou", "num_clips", "num_frames", "num_units", "timings_s":
-    {"features", "pca", "kmeans", "matching"}}``.
+    kmeans_backend: ``faiss`` or ``torch``. Returns ``{"mode", "miou", "averaged_over", "clusters",
+    "num_clips", "num_frames", "num_units", "eval_size", "kmeans", "timings_s": {"features",
+    "pca", "kmeans", "matching"}}``.
     """
     if mode not in ("frame", "clip", "dataset"):
         raise ValueError(f"unknown mode {mode!r}")
@@ -154,7 +175,8 @@ def evaluate_video(
             return
         k = num_clusters or len(np.unique(gt[gt != IGNORE]))
         start = time.perf_counter()
-        fit = kmeans(reduced.reshape(-1, reduced.shape[-1]), k, iterations, restarts, seed)
+        points = reduced.reshape(-1, reduced.shape[-1])
+        fit = kmeans(points, k, iterations, restarts, seed, backend=kmeans_backend)
         clusters = _pixel_clusters(reduced, fit.centroids, eval_size)
         timings["kmeans"] += time.perf_counter() - start
         start = time.perf_counter()
@@ -171,44 +193,57 @@ def evaluate_video(
     kept: list[tuple[torch.Tensor, np.ndarray]] = []
     kept_shown: list[Shown] = []
     clips = _annotated_clips(dataset, features, input_size, eval_size)
-    while True:
-        start = time.perf_counter()
-        item = next(clips, None)
-        timings["features"] += time.perf_counter() - start
-        if item is None:
-            break
-        clip, keep, patch, gt = item
-        shown = _shown_frames(clip, keep, per_clip)[:wanted]
-        wanted -= len(shown)
-        num_clips += 1
-        num_frames += len(gt)
-        if mode == "dataset":
-            offset = num_frames - len(gt)
-            kept.append((patch, gt))
-            kept_shown += [(offset + t, *rest) for t, *rest in shown]
-            continue
-        start = time.perf_counter()
-        reduced = _reduce(patch, pca_dims)
-        timings["pca"] += time.perf_counter() - start
-        if mode == "clip":
-            score(reduced, gt, shown)
-        else:
-            for t in range(len(gt)):
-                here = [(0, *rest) for s, *rest in shown if s == t]
-                score(reduced[t : t + 1], gt[t : t + 1], here)
+    with progress.phase(
+        "features" if mode == "dataset" else f"features + {mode}-wise k-means",
+        len(dataset),
+        "clips",
+    ) as advance:
+        while True:
+            start = time.perf_counter()
+            item = next(clips, None)
+            timings["features"] += time.perf_counter() - start
+            if item is None:
+                break
+            advance(1)
+            clip, keep, patch, gt = item
+            shown = _shown_frames(clip, keep, per_clip)[:wanted]
+            wanted -= len(shown)
+            num_clips += 1
+            num_frames += len(gt)
+            if mode == "dataset":
+                offset = num_frames - len(gt)
+                kept.append((patch, gt))
+                kept_shown += [(offset + t, *rest) for t, *rest in shown]
+                continue
+            start = time.perf_counter()
+            reduced = _reduce(patch, pca_dims)
+            timings["pca"] += time.perf_counter() - start
+            if mode == "clip":
+                score(reduced, gt, shown)
+            else:
+                for t in range(len(gt)):
+                    here = [(0, *rest) for s, *rest in shown if s == t]
+                    score(reduced[t : t + 1], gt[t : t + 1], here)
     if mode == "dataset" and kept:
         start = time.perf_counter()
-        patch, gt = torch.cat([p for p, _ in kept]), np.concatenate([g for _, g in kept])
-        kept.clear()
-        reduced = _reduce(patch, pca_dims)
-        del patch
+        with progress.phase(f"standardise + PCA to {pca_dims} ({num_frames:,} frames)"):
+            patch, gt = torch.cat([p for p, _ in kept]), np.concatenate([g for _, g in kept])
+            kept.clear()
+            reduced = _reduce(patch, pca_dims)
+            del patch
         timings["pca"] += time.perf_counter() - start
-        score(reduced, gt, kept_shown)
+        label = f"k-means ({kmeans_backend}) and matching over {num_frames:,} frames"
+        with progress.phase(label):
+            score(reduced, gt, kept_shown)
     return {
         "mode": mode,
         "miou": float(np.mean(scores)) if scores else float("nan"),
+        "averaged_over": f"ids present in each {mode} (TimeT), then over the {mode}s",
+        "clusters": num_clusters or "the unit's number of ground-truth ids",
         "num_clips": num_clips,
         "num_frames": num_frames,
         "num_units": len(scores),
+        "eval_size": eval_size,
+        "kmeans": kmeans_settings(kmeans_backend, iterations, restarts, [seed]),
         "timings_s": timings,
     }

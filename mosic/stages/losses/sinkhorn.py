@@ -17,7 +17,8 @@ class SinkhornKnopp:
 
     The marginals are global: with torch.distributed initialised, every sum is all-reduced, so
     R ranks holding M_r points each get the assignments one process would compute on all
-    points at once.
+    points at once. A rank may hold no point (M_r = 0): it takes part in every all-reduce and
+    gets (0, K) back.
     """
 
     def __init__(self, epsilon: float = 0.06, iterations: int = 3):
@@ -26,12 +27,17 @@ class SinkhornKnopp:
 
     @torch.no_grad()
     def __call__(self, scores: torch.Tensor) -> torch.Tensor:
-        """scores (M, K) -> assignments (M, K), each row summing to 1.
+        """scores (M, K) -> assignments (M, K) float32, each row summing to 1.
 
-        Columns (prototypes) get equal total mass over all points of all ranks.
+        Columns (prototypes) get equal total mass over all points of all ranks. Computed in
+        float32 whatever the autocast around it.
         """
-        scores = scores.float()
-        top = _all_reduce(scores.max().clone(), dist.ReduceOp.MAX)
+        with torch.autocast(scores.device.type, enabled=False):
+            return self._assign(scores.float())
+
+    def _assign(self, scores: torch.Tensor) -> torch.Tensor:
+        local_top = scores.max() if scores.numel() else scores.new_tensor(float("-inf"))
+        top = _all_reduce(local_top.clone(), dist.ReduceOp.MAX)
         q = torch.exp((scores - top) / self.epsilon).t()  # (K, M)
         k = q.shape[0]
         m = _all_reduce(torch.tensor(float(q.shape[1]), device=q.device))

@@ -40,5 +40,10 @@ class Prototypes(nn.Module):
         self.weight.copy_(F.normalize(self.weight, dim=1))
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Cosine scores: embeddings (..., d) -> (..., K)."""
-        return F.normalize(embeddings, dim=-1) @ self.weight.t()
+        """Cosine scores: embeddings (..., d) -> (..., K), always in float32.
+
+        Under bf16 autocast a score near 1 would be rounded to steps of 2^-8 (an error up to
+        0.002), which exp(score / 0.06) in Sinkhorn turns into up to 3 % (docs/method.md).
+        """
+        with torch.autocast(embeddings.device.type, enabled=False):
+            return F.normalize(embeddings.float(), dim=-1) @ self.weight.float().t()

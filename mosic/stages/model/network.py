@@ -11,6 +11,7 @@ from mosic.stages.model.backbone import patch_tokens
 from mosic.stages.model.head import ProjectionHead, Prototypes
 from mosic.stages.model.lora import merge_lora
 from mosic.stages.model.sampling import sample_features
+from mosic.stages.model.token_drop import patch_tokens_kept
 
 
 class MoSiCNetwork(nn.Module):
@@ -25,13 +26,20 @@ class MoSiCNetwork(nn.Module):
         self.prototypes = Prototypes(prototypes, dim)
         self.sampling = sampling
 
-    def forward(self, images: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        """Cosine scores of points against the prototypes.
+    def forward(
+        self, images: torch.Tensor, points: torch.Tensor, kept: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Cosine scores of points against the prototypes (float32, also under autocast).
 
-        images: (B, 3, H, W) normalised; points: (B, P, 2) (x, y) pixels of the images.
+        images: (B, 3, H, W) normalised; points: (B, P, 2) (x, y) pixels of the images;
+        kept: None, or (B, L') indices of the only patch tokens the backbone sees
+        (``mosic.stages.model.token_drop``; dropped tokens' features are zero).
         Returns (B, P, K).
         """
-        features = patch_tokens(self.backbone, images)
+        if kept is None:
+            features = patch_tokens(self.backbone, images)
+        else:
+            features = patch_tokens_kept(self.backbone, images, kept)
         sampled = sample_features(features, points, images.shape[-2:], self.sampling)
         return self.prototypes(self.head(sampled))
 

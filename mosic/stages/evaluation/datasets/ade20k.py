@@ -1,8 +1,12 @@
-"""ADE20K SceneParsing (ADEChallengeData2016): 150 classes; label 0 ("other", unlabelled) ->
-IGNORE, 1..150 -> 0..149, as in the SceneParsing benchmark and mmsegmentation's
-``reduce_zero_label``. (open-hummingbird-eval's ``hbird/data/ade20k_data.py`` keeps 0 as a 151st
-class unless ``skip_other_class``; here it is always ignored.) Class names: the benchmark's
-objectInfo150 short names, as in mmsegmentation's ``ade_classes()``.
+"""ADE20K SceneParsing (ADEChallengeData2016) as the references hold it: 151 classes, class 0
+("other", unlabelled) kept in the class list but its pixels IGNORE, classes 1..150 as stored.
+
+open-hummingbird-eval (``hbird/data/ade20k/ade20k_data.py``: ``get_num_classes() == 151``, ignore
+index 0) and NeCo (``linear_finetune.py``, ``eval_overcluster.py``: ``num_classes = 151``,
+``ignore_index = 0``) do this, and average the IoU over all 151 classes, class 0 contributing 0:
+their mIoU is the 150-class mean x 150 / 151. Results carry both figures (``miou``, the field's;
+``miou_present_classes``, the 150-class one on the full val set). Class names: "other", then the
+benchmark's objectInfo150 short names, as in mmsegmentation's ``ade_classes()``.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ class ADE20K(ImageMaskDataset):
     """ADE20K, ``split`` in ``train`` (20,210 images) or ``val`` (2,000).
 
     ``root``: ``ADEChallengeData2016``. Samples: image (H, W, 3) uint8, mask (H, W) int64 in
-    0..149 or IGNORE.
+    1..150 or IGNORE (the stored 0); ``num_classes`` 151.
     """
 
     def __init__(
@@ -58,10 +62,10 @@ class ADE20K(ImageMaskDataset):
         image_dir, items = image_mask_pairs(Path(root), SPLITS[split], LAYOUT, ORIGIN)
         super().__init__(
             f"ade20k/{split}",
-            CLASS_NAMES,
+            ("other", *CLASS_NAMES),
             items,
             image_dir,
-            label_table({i + 1: i for i in range(len(CLASS_NAMES))}),
+            label_table({i: i for i in range(1, len(CLASS_NAMES) + 1)}),
             LAYOUT,
             ORIGIN,
             subset_file=subset_file,
