@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/cluster_scaling.py --out runs/bench
 	$(BIN)/python bench/clip_loading.py
 	$(BIN)/python bench/store_scale.py --out runs/bench
+	$(BIN)/python bench/store_s3.py --out runs/bench
 	$(BIN)/python bench/train_step.py --out runs/bench
 	$(BIN)/python bench/track_grid.py --out runs/bench
 	$(BIN)/python bench/teacher_precision.py --out runs/bench

@@ -33,10 +33,11 @@ from mosic.pipeline.extract import (
     open_store,
     run_extraction,
 )
-from mosic.pipeline.lock import StoreLockedError, WriterLock
+from mosic.pipeline.lock import StoreLockedError
+from mosic.pipeline.object_lock import writer_lock
 from mosic.pipeline.progress import ExtractionProgress, print_failure
 from mosic.stages.video_io import SizeSpec, list_sources
-from mosic.store_schema import FrameCodec, StoreError, TrackStore
+from mosic.store_schema import FrameCodec, StoreError, StoreLocation, TrackStore
 from mosic.store_schema.validate import validate_store
 
 app = typer.Typer(help="MoSiC: dense self-supervised learning from point tracks.")
@@ -54,6 +55,9 @@ console = Console(markup=False, highlight=False, soft_wrap=True)
 err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 
 
+STORE_HELP = "A track store: a folder, or s3://BUCKET/NAME (docs/store.md#object-storage)."
+
+
 def _fail(message: str, code: int = 2) -> typer.Exit:
     err.print(Text.assemble(("error: ", "red"), message))
     return typer.Exit(code)
@@ -62,7 +66,9 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 @app.command("extract-tracks")
 def extract_tracks(
     src: Annotated[Path, typer.Argument(help="Folder of videos / frame folders, or a list file.")],
-    store: Annotated[Path, typer.Option(help="The Zarr store to write (created if missing).")],
+    store: Annotated[
+        str, typer.Option(help="The Zarr store to write (created if missing); or s3://BUCKET/NAME.")
+    ],
     tracker: Annotated[str, typer.Option(help="Tracker backend.")] = "lk",
     grid: Annotated[int, typer.Option(help="Query grid: grid x grid points.")] = 32,
     query_every: Annotated[int, typer.Option(help="Seed a query set every K frames.")] = 8,
@@ -149,10 +155,10 @@ def extract_tracks(
         for warning in exposure_warnings(cluster):
             err.print(Text.assemble(("warning: ", "yellow"), warning))
         sources = list_sources(src)
-        with WriterLock(store) as lock:
+        with writer_lock(StoreLocation.parse(store)) as lock:
             for note in lock.notes():
                 console.print(f"note: {note}")
-            track_store, backend = open_store(str(store), config)
+            track_store, backend = open_store(store, config)
             console.print(f"{len(sources)} videos in {src} -> {store} (tracker {backend.name})")
             summary = _extract(
                 sources, track_store, config, backend, cluster, overwrite, batch_videos
@@ -268,7 +274,7 @@ def demo(
     console.print(f"report: {report}")
 
 
-def _open(path: Path, code: int = 2) -> TrackStore:
+def _open(path: str, code: int = 2) -> TrackStore:
     try:
         return TrackStore.open(path)
     except StoreError as exc:
@@ -277,7 +283,7 @@ def _open(path: Path, code: int = 2) -> TrackStore:
 
 @store_app.command("info")
 def store_info(
-    store: Path,
+    store: Annotated[str, typer.Argument(help=STORE_HELP)],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Counts, frames, tracker and its parameters, bytes, failures (reads no video data)."""
@@ -313,7 +319,7 @@ def store_info(
 
 @store_app.command("keys")
 def store_keys(
-    store: Path,
+    store: Annotated[str, typer.Argument(help=STORE_HELP)],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Every indexed video's key, frames and query sets, one per line."""
@@ -329,7 +335,7 @@ def store_keys(
 
 @store_app.command("validate")
 def store_validate(
-    store: Path,
+    store: Annotated[str, typer.Argument(help=STORE_HELP)],
     deep: Annotated[bool, typer.Option(help="Also decode every frame chunk.")] = False,
 ) -> None:
     """Check every video against the schema and its recorded sizes and checksums.
@@ -351,7 +357,7 @@ def store_validate(
 @store_app.command("convert")
 def store_convert(
     old: Annotated[Path, typer.Argument(help="A store of schema version 1.")],
-    new: Annotated[Path, typer.Argument(help="The version 2 store to write (must not exist).")],
+    new: Annotated[str, typer.Argument(help="The version 2 store to write (must not exist).")],
     frame_codec: Annotated[str, typer.Option(help="'jpeg' or 'raw' (lossless).")] = "jpeg",
     jpeg_quality: Annotated[int, typer.Option(help="JPEG quality of the frames.")] = 90,
     videos_per_part: Annotated[int, typer.Option(help="Videos per part.")] = VIDEOS_PER_PART,
@@ -378,7 +384,7 @@ def store_convert(
 
 @visualize_app.command("tracks")
 def visualize_tracks(
-    store: Path,
+    store: Annotated[str, typer.Argument(help=STORE_HELP)],
     video: Annotated[str, typer.Argument(help="The video's key (see mosic store keys).")],
     output: Annotated[Path, typer.Option("-o", "--output", help=".gif, .mp4 or .png")],
     query_set: Annotated[int, typer.Option(help="Which query set to draw.")] = 0,

@@ -49,7 +49,8 @@ def train_command(
         typer.Option(help="A setting a resume may change, e.g. max_steps (repeatable)."),
     ] = None,
     store: Annotated[
-        list[Path] | None, typer.Option(help="Track store(s); repeat to mix several.")
+        list[str] | None,
+        typer.Option(help="Track store(s), folders or s3://BUCKET/NAME; repeat to mix several."),
     ] = None,
     output: Annotated[Path, typer.Option(help="Run folder: checkpoints, logs.")] = Path(
         "runs/train"

@@ -106,7 +106,11 @@ def test_a_second_run_on_the_same_store_is_refused(videos, tmp_path):
     while not (lock.exists() and lock.read_text()):
         assert time.monotonic() < deadline and first.poll() is None
         time.sleep(0.02)
-    code, out = finish(mosic("extract-tracks", videos, "--store", path, *SETTINGS))
+    first.send_signal(signal.SIGSTOP)  # it holds the lock until the second run has tried
+    try:
+        code, out = finish(mosic("extract-tracks", videos, "--store", path, *SETTINGS))
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert code == 2
     assert f"being written by another run (host {os.uname().nodename}, pid {first.pid}" in out
     assert finish(first)[0] == 0

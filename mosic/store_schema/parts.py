@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -21,6 +22,7 @@ import numpy as np
 from mosic.store_schema import layout
 from mosic.store_schema.chunks import FrameCodec, decode_tracks, encode_tracks
 from mosic.store_schema.errors import DamagedData
+from mosic.store_schema.location import StoreLocation
 from mosic.store_schema.records import VideoData, VideoRecord
 from mosic.store_schema.shards import ShardWriter, read_chunks
 
@@ -61,9 +63,13 @@ def _write_json(path: Path, document: dict) -> None:
 class PartWriter:
     """Writes one part; only the process that created it writes it."""
 
-    def __init__(self, store_path: Path, name: str, codec: FrameCodec):
-        self.dir = store_path / layout.part_path(name)
-        shutil.rmtree(self.dir, ignore_errors=True)  # a half-written part of a killed attempt
+    def __init__(self, store: StoreLocation | Path | str, name: str, codec: FrameCodec):
+        self.location = StoreLocation.parse(store)
+        if self.location.remote:  # built here, uploaded whole by ``close``
+            self.dir = Path(tempfile.mkdtemp(prefix=f"mosic-{name}-"))
+        else:
+            self.dir = self.location.local() / layout.part_path(name)
+            shutil.rmtree(self.dir, ignore_errors=True)  # a half-written part of a killed attempt
         self.name, self.codec = name, codec
         self.frames = ShardWriter(self.dir / layout.FRAMES / layout.SHARD_FILE[layout.FRAMES])
         self.tracks = ShardWriter(self.dir / layout.TRACKS / layout.SHARD_FILE[layout.TRACKS])
@@ -123,39 +129,65 @@ class PartWriter:
             }
             group = {"attributes": attrs, "zarr_format": 3, "node_type": "group"}
             _write_json(self.dir / "zarr.json", group)
+            if self.location.remote:
+                self.location.upload(self.dir, layout.part_path(self.name))
+                shutil.rmtree(self.dir, ignore_errors=True)
         except BaseException:
             self.abort()
             raise
         return [VideoRecord.from_row(v) for v in self.videos]
 
     def abort(self) -> None:
-        """Drop the part: close its files and remove its folder (best effort)."""
+        """Drop the part: close its files and remove its folder, and for a remote store what
+        was uploaded of it (best effort)."""
         self.frames.abort()
         self.tracks.abort()
         shutil.rmtree(self.dir, ignore_errors=True)
+        if self.location.remote:
+            try:
+                self.location.remove(layout.part_path(self.name))
+            except Exception:  # unreachable store: the next run removes the unfinished part
+                pass
 
 
-def part_attrs(store_path: Path, name: str) -> dict | None:
+def part_attrs(store: StoreLocation | Path | str, name: str) -> dict | None:
     """A finished part's attributes; None if the part is missing or was never finished."""
+    location = StoreLocation.parse(store)
     try:
-        group = json.loads((store_path / layout.part_path(name) / "zarr.json").read_bytes())
+        group = json.loads(location.read(f"{layout.part_path(name)}/zarr.json"))
     except (FileNotFoundError, NotADirectoryError, ValueError):
         return None
     attrs = group.get("attributes", {})
     return attrs if attrs.get(layout.COMPLETE_ATTR) else None
 
 
+def parts_attrs(store: StoreLocation | Path | str, names: list[str]) -> dict[str, dict | None]:
+    """``part_attrs`` of many parts (an object store's read concurrently)."""
+    location = StoreLocation.parse(store)
+    files = {name: f"{layout.part_path(name)}/zarr.json" for name in names}
+    found = location.read_many(list(files.values()))
+    out = {}
+    for name, file in files.items():
+        try:
+            attrs = json.loads(found[file]).get("attributes", {}) if found[file] else {}
+        except ValueError:
+            attrs = {}
+        out[name] = attrs if attrs.get(layout.COMPLETE_ATTR) else None
+    return out
+
+
 class PartReader:
     """Reads rows of one finished part (keeps no file open between reads)."""
 
-    def __init__(self, store_path: Path, name: str):
-        self.dir = store_path / layout.part_path(name)
-        attrs = part_attrs(store_path, name)
+    def __init__(self, store: StoreLocation | Path | str, name: str):
+        self.location = StoreLocation.parse(store)
+        self.dir = layout.part_path(name)
+        attrs = part_attrs(self.location, name)
         if attrs is None:
             raise DamagedData(f"part {name}: missing or unfinished")
         try:
-            frames = json.loads((self.dir / layout.FRAMES / "zarr.json").read_bytes())
-            tracks = json.loads((self.dir / layout.TRACKS / "zarr.json").read_bytes())
+            frames = json.loads(self.location.read(f"{self.dir}/{layout.FRAMES}/zarr.json"))
+            tracks = json.loads(self.location.read(f"{self.dir}/{layout.TRACKS}/zarr.json"))
         except (FileNotFoundError, ValueError) as exc:
             raise DamagedData(f"part {name}: array metadata unreadable ({exc})") from None
         self.name = name
@@ -164,14 +196,15 @@ class PartReader:
         self.frame_rows = frames["shape"][0]
         self.track_shape = tuple(tracks["shape"])
 
-    def _file(self, array: str) -> tuple[Path, int]:
+    def file(self, array: str) -> tuple[str, int]:
+        """An array's shard file (its path in the store) and its size recorded at write time."""
         relative = f"{array}/{layout.SHARD_FILE[array]}"
-        return self.dir / relative, self.files[relative]
+        return f"{self.dir}/{relative}", self.files[relative]
 
     def frames(self, rows: Sequence[int], height: int, width: int) -> np.ndarray:
         """Frames ``rows`` of the part, decoded: (len(rows), height, width, 3) uint8."""
-        path, size = self._file(layout.FRAMES)
-        bodies = read_chunks(path, rows, self.frame_rows, size)
+        name, size = self.file(layout.FRAMES)
+        bodies = read_chunks(self.location, name, rows, self.frame_rows, size)
         out = np.empty((len(rows), height, width, 3), np.uint8)
         for k, (row, body) in enumerate(zip(rows, bodies, strict=True)):
             out[k] = self.codec.decode(body, height, width, f"{layout.FRAMES} row {row}")
@@ -179,14 +212,18 @@ class PartReader:
 
     def tracks(self, rows: Sequence[int]) -> np.ndarray:
         """Query sets ``rows`` of the part: (len(rows), C, horizon, N) float16."""
-        path, size = self._file(layout.TRACKS)
-        bodies = read_chunks(path, rows, self.track_shape[0], size)
+        name, size = self.file(layout.TRACKS)
+        bodies = read_chunks(self.location, name, rows, self.track_shape[0], size)
         shape = self.track_shape[1:]
         return np.stack([decode_tracks(b, shape, f"{layout.TRACKS} row {r}")
                          for r, b in zip(rows, bodies, strict=True)])  # fmt: skip
 
 
-@lru_cache(maxsize=4096)
-def part_reader(store_path: Path, name: str) -> PartReader:
+def part_reader(store: StoreLocation | Path | str, name: str) -> PartReader:
     """This process's reader of a part (cached: a finished part never changes)."""
-    return PartReader(store_path, name)
+    return _cached_reader(StoreLocation.parse(store), name)
+
+
+@lru_cache(maxsize=4096)
+def _cached_reader(location: StoreLocation, name: str) -> PartReader:
+    return PartReader(location, name)

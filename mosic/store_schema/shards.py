@@ -17,6 +17,7 @@ import google_crc32c
 import numpy as np
 
 from mosic.store_schema.errors import DamagedData
+from mosic.store_schema.location import StoreLocation, unreachable
 
 EMPTY = 2**64 - 1  # offset and length of a chunk that was never written
 _ENTRY = 16
@@ -99,54 +100,58 @@ class ShardWriter:
             self.fd = -1
 
 
-def _name(path: Path) -> str:
-    """A shard file named from its part on: ``parts/<part>/<array>/<file>``."""
-    return "/".join(path.parts[-4:])
-
-
-def read_chunks(path: Path, rows: Sequence[int], num_rows: int, size: int) -> list[bytes]:
+def read_chunks(
+    location: StoreLocation, name: str, rows: Sequence[int], num_rows: int, size: int
+) -> list[bytes]:
     """The checked bytes (CRC32C verified and removed) of chunks ``rows`` of a shard file.
 
-    ``num_rows`` is the shard's row count and ``size`` its size recorded at write time; reads
-    one slice of the index (from the lowest to the highest row asked) and one range per chunk.
+    ``name`` is the file's path in the store (``parts/<part>/<array>/<file>``), ``num_rows``
+    the shard's row count and ``size`` its size recorded at write time; reads the file's size
+    and one slice of the index (from the lowest to the highest row asked), then one range per
+    chunk: two round trips from an object store, whose ranges are fetched concurrently.
     """
+    data_end = size - num_rows * _ENTRY - 4
+    low, high = min(rows), max(rows)
+    if low < 0 or high >= num_rows:
+        raise DamagedData(f"{name}: rows {low}..{high} asked, it has {num_rows}")
+    index_range = (data_end + low * _ENTRY, (high - low + 1) * _ENTRY)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        file = location.open_file(name)
     except FileNotFoundError:
-        raise DamagedData(f"{_name(path)}: file missing") from None
-    try:
-        actual = os.fstat(fd).st_size
+        raise DamagedData(f"{name}: file missing") from None
+    with file:
+        try:
+            actual, [raw] = file.sized_read([index_range])  # one round trip from a remote store
+        except FileNotFoundError:
+            raise DamagedData(f"{name}: file missing") from None
         if actual != size:
-            raise DamagedData(f"{_name(path)}: {actual} bytes, {size} were written (truncated?)")
-        data_end = size - num_rows * _ENTRY - 4
-        low, high = min(rows), max(rows)
-        if low < 0 or high >= num_rows:
-            raise DamagedData(f"{_name(path)}: rows {low}..{high} asked, it has {num_rows}")
-        raw = os.pread(fd, (high - low + 1) * _ENTRY, data_end + low * _ENTRY)
+            raise DamagedData(f"{name}: {actual} bytes, {size} were written (truncated?)")
+        if isinstance(raw, BaseException):
+            with unreachable(location.url):
+                raise raw
         index = np.frombuffer(raw, "<u8").reshape(-1, 2)
-        out = []
+        ranges = []
         for row in rows:
             offset, length = (int(v) for v in index[row - low])
             if offset == EMPTY:
-                raise DamagedData(f"{_name(path)}: row {row} missing")
+                raise DamagedData(f"{name}: row {row} missing")
             if offset + length > data_end or length < 4:
-                raise DamagedData(f"{_name(path)}: row {row}: damaged index")
-            out.append(checked(os.pread(fd, length, offset), f"{_name(path)} row {row}"))
-        return out
-    finally:
-        os.close(fd)
+                raise DamagedData(f"{name}: row {row}: damaged index")
+            ranges.append((offset, length))
+        bodies = file.read(ranges)
+    return [checked(b, f"{name} row {row}") for row, b in zip(rows, bodies, strict=True)]
 
 
-def verify_shard(path: Path, num_rows: int, size: int) -> np.ndarray:
+def verify_shard(location: StoreLocation, name: str, num_rows: int, size: int) -> np.ndarray:
     """Check a whole shard file (size, index CRC32C, rows contiguous); its (rows, 2) index."""
     try:
-        data = path.read_bytes()
+        data = location.read(name)
     except FileNotFoundError:
-        raise DamagedData(f"{_name(path)}: file missing") from None
+        raise DamagedData(f"{name}: file missing") from None
     if len(data) != size:
-        raise DamagedData(f"{_name(path)}: {len(data)} bytes, {size} were written (truncated?)")
-    raw = checked(data[size - num_rows * _ENTRY - 4 :], f"{_name(path)} index")
+        raise DamagedData(f"{name}: {len(data)} bytes, {size} were written (truncated?)")
+    raw = checked(data[size - num_rows * _ENTRY - 4 :], f"{name} index")
     index = np.frombuffer(raw, "<u8").reshape(-1, 2)
     if (index[:, 0] == EMPTY).any():
-        raise DamagedData(f"{_name(path)}: row {int(np.argmax(index[:, 0] == EMPTY))} missing")
+        raise DamagedData(f"{name}: row {int(np.argmax(index[:, 0] == EMPTY))} missing")
     return index

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +24,18 @@ from mosic.store_schema import layout
 from mosic.store_schema.chunks import FrameCodec, split_tracks
 from mosic.store_schema.errors import CorruptVideo, DamagedData, StoreError
 from mosic.store_schema.index import Index, create_index
-from mosic.store_schema.parts import PartWriter, encode_video, part_attrs, part_reader
+from mosic.store_schema.location import StoreLocation
+from mosic.store_schema.parts import (
+    PartWriter,
+    encode_video,
+    part_attrs,
+    part_reader,
+    parts_attrs,
+)
 from mosic.store_schema.records import Failure, VideoData, VideoMeta, VideoRecord
 
 
-def version_problem(path: Path, version: object) -> str | None:
+def version_problem(path: Path | str, version: object) -> str | None:
     """The one-line reason a store of schema ``version`` cannot be read, or None."""
     if version is None:
         return f"{path}: not a mosic store (no {layout.VERSION_ATTR} in its zarr.json)"
@@ -49,46 +57,70 @@ def version_problem(path: Path, version: object) -> str | None:
 
 
 class TrackStore:
-    """A mosic store on disk (Zarr v3). Open with ``open`` or ``create``."""
+    """A mosic store (Zarr v3), in a local folder or an object store (``s3://bucket/name``).
+    Open with ``open`` or ``create``."""
 
-    def __init__(self, root: zarr.Group, path: Path):
+    def __init__(self, root: zarr.Group, location: StoreLocation):
         self.root = root
-        self.path = path
+        self.location = location
         self.index = Index(root[layout.INDEX])
         self._by_key: dict[str, VideoRecord] | None = None
+
+    @property
+    def path(self) -> Path | str:
+        """The store's folder (a ``Path``), or its URL if remote."""
+        return self.location.path
 
     # -- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path, mode: str = "r") -> TrackStore:
+    def open(cls, path: str | Path | StoreLocation, mode: str = "r") -> TrackStore:
         """Open an existing store (``mode`` "r" or "r+"); fails on another schema version."""
-        path = Path(path)
-        if not (path / "zarr.json").is_file():
+        location = StoreLocation.parse(path)
+        path = location.path
+        if not location.exists("zarr.json"):
             raise StoreError(f"{path}: not a mosic store (no zarr.json)")
         try:
-            root = zarr.open_group(path, mode=mode)
+            root = zarr.open_group(location.zarr_store(read_only=mode == "r"), mode=mode)
         except Exception as exc:  # zarr raises several types for a damaged root
             raise StoreError(f"{path}: cannot open as Zarr: {exc}") from exc
         problem = version_problem(path, root.attrs.get(layout.VERSION_ATTR))
         if problem:
             raise StoreError(problem)
-        return cls(root, path)
+        return cls(root, location)
 
     @classmethod
     def create(
-        cls, path: str | Path, extraction: dict[str, Any], codec: FrameCodec | None = None
-    ) -> TrackStore:
+        cls, path: str | Path | StoreLocation, extraction: dict[str, Any],
+        codec: FrameCodec | None = None,
+    ) -> TrackStore:  # fmt: skip
         """Create a new, empty store with the extraction settings every video shares.
 
-        The store is built in a temporary folder beside ``path`` and renamed into place, so a
-        run killed while creating it leaves no half-made store.
+        The store is built in a temporary folder beside ``path`` and renamed into place (a
+        remote store: built in a local temporary folder and uploaded, its root ``zarr.json``
+        last), so a run killed while creating it leaves no half-made store.
         """
-        path = Path(path)
-        if path.exists() and any(path.iterdir()):
-            raise StoreError(f"{path}: already exists and is not empty")
+        location = StoreLocation.parse(path)
+        if not location.is_empty():
+            raise StoreError(f"{location.path}: already exists and is not empty")
         codec = codec or FrameCodec()
+        if location.remote:
+            with tempfile.TemporaryDirectory(prefix="mosic-store-") as folder:
+                cls._build(Path(folder) / location.name, extraction, codec)
+                location.upload(Path(folder) / location.name, "")
+            return cls.open(location, mode="r+")
+        path = location.local()
         building = path.with_name(f".{path.name}.creating-{os.getpid()}")
         shutil.rmtree(building, ignore_errors=True)
+        cls._build(building, extraction, codec)
+        if path.exists():
+            path.rmdir()
+        building.rename(path)
+        return cls.open(location, mode="r+")
+
+    @staticmethod
+    def _build(building: Path, extraction: dict[str, Any], codec: FrameCodec) -> None:
+        """An empty store in the local folder ``building``."""
         attrs = {
             layout.VERSION_ATTR: layout.STORE_VERSION,
             layout.EXTRACTION_ATTR: extraction,
@@ -98,22 +130,20 @@ class TrackStore:
         create_index(root)
         root.create_group(layout.FAILURES, attributes={layout.FAILURES_ATTR: {}})
         (building / layout.PARTS).mkdir()
-        if path.exists():
-            path.rmdir()
-        building.rename(path)
-        return cls.open(path, mode="r+")
 
     @classmethod
     def open_for_extraction(
-        cls, path: str | Path, extraction: dict[str, Any], codec: FrameCodec | None = None
-    ) -> TrackStore:
+        cls, path: str | Path | StoreLocation, extraction: dict[str, Any],
+        codec: FrameCodec | None = None,
+    ) -> TrackStore:  # fmt: skip
         """Open a store to add videos, creating it; its settings must equal ``extraction``
         (and its frame codec ``codec``)."""
-        path = Path(path)
+        location = StoreLocation.parse(path)
+        path = location.path
         codec = codec or FrameCodec()
-        if not path.exists() or not any(path.iterdir()):
-            return cls.create(path, extraction, codec)
-        store = cls.open(path, mode="r+")
+        if location.is_empty():
+            return cls.create(location, extraction, codec)
+        store = cls.open(location, mode="r+")
         ours = {**extraction, "frame_codec": codec.attrs()}
         theirs = {**store.extraction, "frame_codec": store.frame_codec.attrs()}
         diff = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
@@ -190,7 +220,7 @@ class TrackStore:
 
     def part_writer(self) -> PartWriter:
         """A writer of a new part with a name no other writer uses."""
-        return PartWriter(self.path, f"p-{uuid.uuid4().hex[:16]}", self.frame_codec)
+        return PartWriter(self.location, f"p-{uuid.uuid4().hex[:16]}", self.frame_codec)
 
     def write_part(self, videos: dict[str, VideoData]) -> list[VideoRecord]:
         """Write ``videos`` into one new part and index them: writer and coordinator in one
@@ -208,23 +238,21 @@ class TrackStore:
 
     def part_names(self) -> list[str]:
         """Every folder under ``parts/``, finished or not."""
-        parts = self.path / layout.PARTS
-        return sorted(p.name for p in parts.iterdir()) if parts.is_dir() else []
+        return self.location.children(layout.PARTS)
 
     def finished_parts(self) -> dict[str, list[VideoRecord]]:
         """Each finished part's videos (indexed or not): {part: records}."""
         found = {}
-        for name in self.part_names():
-            attrs = part_attrs(self.path, name)
+        for name, attrs in parts_attrs(self.location, self.part_names()).items():
             if attrs is not None:
                 found[name] = [VideoRecord.from_row(v) for v in attrs[layout.PART_VIDEOS_ATTR]]
         return found
 
     def remove_unfinished_parts(self) -> list[str]:
         """Remove parts a killed writer left half-written (writer lock holders only)."""
-        removed = [n for n in self.part_names() if part_attrs(self.path, n) is None]
+        removed = [n for n, a in parts_attrs(self.location, self.part_names()).items() if a is None]
         for name in removed:
-            shutil.rmtree(self.path / layout.part_path(name), ignore_errors=True)
+            self.location.remove(layout.part_path(name))
         return removed
 
     # -- reading -------------------------------------------------------------------------
@@ -234,11 +262,11 @@ class TrackStore:
         record = self.record(key)
         meta = next(
             v["meta"]
-            for v in (part_attrs(self.path, record.part) or {}).get(layout.PART_VIDEOS_ATTR, [])
+            for v in (part_attrs(self.location, record.part) or {}).get(layout.PART_VIDEOS_ATTR, [])
             if v["key"] == key and v["frame_start"] == record.frame_start
         )
-        frames = read_rows(self.path, record, range(record.num_frames), [])[0]
-        tracks = read_rows(self.path, record, [], range(record.num_query_sets))[1]
+        frames = read_rows(self.location, record, range(record.num_frames), [])[0]
+        tracks = read_rows(self.location, record, [], range(record.num_query_sets))[1]
         positions, visible, confidence = split_tracks(tracks)
         every = self.extraction["query_every"]
         return VideoData(
@@ -260,7 +288,8 @@ class TrackStore:
                 f"(0 to {record.num_query_sets - 1})"
             )
         start = query_set * self.extraction["query_every"]
-        return read_clip_rows(self.path, record, start, query_set, self.extraction["horizon"], 1)
+        horizon = self.extraction["horizon"]
+        return read_clip_rows(self.location, record, start, query_set, horizon, 1)
 
     def read_clip(
         self, key: str, query_set: int, num_frames: int, step: int
@@ -280,7 +309,7 @@ class TrackStore:
             or start + span > record.num_frames
         ):
             raise StoreError(f"{key}: query set {query_set} has no {num_frames}x{step} clip")
-        return read_clip_rows(self.path, record, start, query_set, num_frames, step)
+        return read_clip_rows(self.location, record, start, query_set, num_frames, step)
 
 
 @dataclass(frozen=True)
@@ -295,8 +324,8 @@ class ClipLocation:
     width: int
 
 
-def read_rows(path: Path, video: VideoRecord | ClipLocation, frames, query_sets
-              ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def read_rows(path: StoreLocation | Path | str, video: VideoRecord | ClipLocation, frames,
+              query_sets) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """A video's frames (F, H, W, 3) uint8 and query sets' tracks (S, C, horizon, N) float16,
     by row within the video; CorruptVideo naming the video if anything is missing or damaged."""
     try:
@@ -311,8 +340,8 @@ def read_rows(path: Path, video: VideoRecord | ClipLocation, frames, query_sets
 
 
 def read_clip_rows(
-    path: Path, video: VideoRecord | ClipLocation, start: int, query_set: int, num_frames: int,
-    step: int,
+    path: StoreLocation | Path | str, video: VideoRecord | ClipLocation, start: int,
+    query_set: int, num_frames: int, step: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Frames ``start, start + step, ...`` of a video and its query set's tracks.
 

@@ -83,18 +83,20 @@ def _open_part(store: TrackStore, name: str, deep: bool) -> PartReader | str:
     """A part's reader after checking its files' sizes (and shard indexes if ``deep``), or
     the reason it is unusable."""
     try:
-        reader = PartReader(store.path, name)
+        reader = PartReader(store.location, name)
         for array, rows in (
             (layout.FRAMES, reader.frame_rows),
             (layout.TRACKS, reader.track_shape[0]),
         ):
-            path, size = reader._file(array)
-            if not path.is_file():
-                raise DamagedData(f"{path.name} of {array} missing")
-            if path.stat().st_size != size:
-                raise DamagedData(f"{array}: {path.stat().st_size} bytes, {size} were written")
+            file, size = reader.file(array)
+            try:
+                actual = store.location.size(file)
+            except FileNotFoundError:
+                raise DamagedData(f"{file.rsplit('/', 1)[-1]} of {array} missing") from None
+            if actual != size:
+                raise DamagedData(f"{array}: {actual} bytes, {size} were written")
             if deep:
-                verify_shard(path, rows, size)
+                verify_shard(store.location, file, rows, size)
     except DamagedData as exc:
         return str(exc)
     return reader
@@ -124,7 +126,7 @@ def _check_video(
     if problems:
         return problems
     try:
-        _, tracks = read_rows(store.path, record, [], range(record.num_query_sets))
+        _, tracks = read_rows(store.location, record, [], range(record.num_query_sets))
         positions, visible, _ = split_tracks(tracks)
         inside = (
             (positions[..., 0] >= -0.5)
@@ -137,7 +139,7 @@ def _check_video(
         if deep:
             for first in range(0, record.num_frames, 64):
                 rows = range(first, min(first + 64, record.num_frames))
-                read_rows(store.path, record, rows, [])
+                read_rows(store.location, record, rows, [])
     except CorruptVideo as exc:
         problems.append(f"{key}: {exc.reason}")
     return problems
@@ -150,7 +152,7 @@ def _note_leftovers(
     for name in store.part_names():
         if name in used:
             continue
-        attrs = part_attrs(store.path, name)
+        attrs = part_attrs(store.location, name)
         if attrs is None:
             report.notes.append(f"parts/{name}: half-written (invisible; the next run removes it)")
             continue

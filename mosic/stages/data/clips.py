@@ -28,7 +28,14 @@ import torch
 
 from mosic.stages.data.augment import AugmentConfig, augment_clip
 from mosic.stages.data.points import select_points
-from mosic.store_schema import ClipLocation, CorruptVideo, StoreError, TrackStore, read_clip_rows
+from mosic.store_schema import (
+    ClipLocation,
+    CorruptVideo,
+    StoreError,
+    StoreLocation,
+    TrackStore,
+    read_clip_rows,
+)
 from mosic.store_schema.store import read_rows
 
 SUBSTITUTES = 16  # corrupt videos in a row before an item gives up (the store is damaged)
@@ -88,7 +95,7 @@ class ClipDataset(torch.utils.data.Dataset):
             raise ValueError("no track store given")
         if config.clip_frames < 1 or config.clip_step < 1:
             raise ValueError("clip_frames and clip_step must be at least 1")
-        self.paths = [Path(p) for p in stores]
+        self.paths = [StoreLocation.parse(p) for p in stores]
         self.config = config
         self.seed = seed
         self.epoch = 0
@@ -111,7 +118,7 @@ class ClipDataset(torch.utils.data.Dataset):
         self.item_store = np.concatenate(owners)
         self.query_every = every
 
-    def _index(self, path: Path) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
+    def _index(self, path: StoreLocation) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
         """Index columns of one store's videos ((V,) each), usable query-set counts (V,) and
         its query_every."""
         if not path.exists():
