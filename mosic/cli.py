@@ -70,7 +70,12 @@ def extract_tracks(
         str, typer.Option(help="The Zarr store to write (created if missing); or s3://BUCKET/NAME.")
     ],
     tracker: Annotated[str, typer.Option(help="Tracker backend.")] = "lk",
-    grid: Annotated[int, typer.Option(help="Query grid: grid x grid points.")] = 32,
+    grid: Annotated[
+        int | None,
+        typer.Option(
+            help="Query grid: grid x grid points. Default: the tracker's (lk 16, CoTracker3 32)."
+        ),
+    ] = None,
     query_every: Annotated[int, typer.Option(help="Seed a query set every K frames.")] = 8,
     horizon: Annotated[int, typer.Option(help="Frames each query set is tracked.")] = 67,
     frame_stride: Annotated[int, typer.Option(help="Keep every n-th source frame.")] = 1,

@@ -57,6 +57,7 @@ class LKTracker:
 
     name = "lk"
     version = "3"
+    default_grid = 16  # >= 30 frames/s on one core at 256 px; 32 x 32: 12 (docs/trackers.md)
     window_sets = 8  # measured: bench/stage_one.py, docs/benchmarks.md
 
     def __init__(self, config: LKConfig | None = None, **options: float) -> None:
