@@ -40,6 +40,7 @@ reproduce-mini: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/stage_one.py --out runs/bench
+	$(BIN)/python bench/tracker_accuracy.py --out runs/bench
 	$(BIN)/python bench/cluster_scaling.py --out runs/bench
 	$(BIN)/python bench/clip_loading.py
 	$(BIN)/python bench/store_scale.py --out runs/bench

@@ -65,7 +65,7 @@ def bench_stage_one(work: Path, videos: int, frames: int, repeats: int, grid: in
                 tracker,
                 video.frames,
                 query_frames(t, config.query_every, config.horizon),
-                grid_points(h, w, config.grid),
+                grid_points(h, w, config.grid_for(tracker)),
                 config.horizon,
                 window,
             )
@@ -82,7 +82,7 @@ def bench_stage_one(work: Path, videos: int, frames: int, repeats: int, grid: in
         "videos": videos,
         "frames": total_frames,
         "frame_size": [h, w],
-        "grid": config.grid,
+        "grid": config.grid_for(tracker),
         "window": passes["default"][1],
         "frame_passes": passes["default"][0],
         "one_set_window": passes["one_set"][1],

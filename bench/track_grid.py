@@ -1,9 +1,9 @@
 """What the extraction grid costs: stored bytes per frame and extraction time, grid 16 against 32.
 
 ``mosic train`` draws 256 points per clip from the stored grid points inside each clip's crop
-(docs/method.md), so the store's default grid is 32 x 32 (1024 points per query set) where it
-was 16 x 16. This runs ``mosic extract-tracks`` (the default ``lk`` tracker, default settings
-otherwise, no Dask workers) at grids 1, 16 and 32 on generated videos and on a real video
+(docs/method.md), so CoTracker3's default grid is 32 x 32 (1024 points per query set; ``lk``'s
+stays 16 x 16 for speed). This runs ``mosic extract-tracks`` (the ``lk`` tracker, default
+settings otherwise, no Dask workers) at grids 1, 16 and 32 on generated videos and on a real video
 (``../shared/data/videos/bikes.mp4`` from the repository root), and reports bytes per stored
 frame: the whole store, and its tracks (the store minus the grid-1 store, which holds the same
 frames and almost no tracks), with the extraction's wall time. Every ratio compares runs of

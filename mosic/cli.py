@@ -70,7 +70,12 @@ def extract_tracks(
         str, typer.Option(help="The Zarr store to write (created if missing); or s3://BUCKET/NAME.")
     ],
     tracker: Annotated[str, typer.Option(help="Tracker backend.")] = "lk",
-    grid: Annotated[int, typer.Option(help="Query grid: grid x grid points.")] = 32,
+    grid: Annotated[
+        int | None,
+        typer.Option(
+            help="Query grid: grid x grid points. Default: the tracker's (lk 16, CoTracker3 32)."
+        ),
+    ] = None,
     query_every: Annotated[int, typer.Option(help="Seed a query set every K frames.")] = 8,
     horizon: Annotated[int, typer.Option(help="Frames each query set is tracked.")] = 67,
     frame_stride: Annotated[int, typer.Option(help="Keep every n-th source frame.")] = 1,
@@ -189,16 +194,30 @@ def synth_videos(
     size: Annotated[str, typer.Option(help="WIDTHxHEIGHT of the frames.")] = "256x192",
     kind: Annotated[str, typer.Option(help="mp4 files or JPEG frame folders.")] = "mp4",
     seed: Annotated[int, typer.Option(help="Seed of the first video.")] = 0,
+    conditions: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated: objects, exits, rotation, lighting, noise, blur, "
+            "low-texture, scene-cut; 'all' is every one but scene-cut."
+        ),
+    ] = "",
 ) -> None:
     """Generate test videos: textured layers that move, rotate and scale, and an occluder."""
     from mosic.stages.synthetic import make_video, write_frame_folder, write_video_file
+    from mosic.stages.synthetic_conditions import conditions_named
 
     spec = SizeSpec.parse(size)
     if spec.fixed is None or kind not in {"mp4", "frames"}:
         raise _fail("--size takes WIDTHxHEIGHT and --kind takes mp4 or frames")
+    try:
+        chosen = conditions_named(conditions)
+    except ValueError as err:
+        raise _fail(f"--conditions: {err}") from None
     width, height = spec.fixed
     for i in range(count):
-        video = make_video(seed + i, num_frames=frames, height=height, width=width)
+        video = make_video(
+            seed + i, num_frames=frames, height=height, width=width, conditions=chosen
+        )
         name = f"synth_{seed + i:03d}"
         if kind == "mp4":
             write_video_file(video, out / f"{name}.mp4")

@@ -171,3 +171,133 @@ def test_write_video_file(tmp_path, suffix) -> None:
     assert len(frames) == 9
     assert frames[0].shape == (64, 80, 3)
     assert np.abs(frames[4].astype(int) - video.frames[4]).mean() < 10
+
+
+# --- Conditions (synthetic_conditions): each property is there, and the ground truth holds ---
+
+SIZE = {"num_frames": 48, "height": 96, "width": 128}
+
+
+def _conditioned(*names: str, seed: int = 7):
+    from mosic.stages.synthetic_conditions import conditions_named
+
+    return make_video(seed, **SIZE, conditions=conditions_named(",".join(names)))
+
+
+def _object_layers(video) -> np.ndarray:
+    return np.flatnonzero(np.array(video.roles) == "object")
+
+
+def test_conditions_named_and_independent_streams() -> None:
+    from mosic.stages.synthetic_conditions import HARD, conditions_named
+
+    assert conditions_named("all") == HARD and conditions_named("") == ()
+    with pytest.raises(ValueError, match="did you mean 'rotation'"):
+        conditions_named("rotaton")
+    plain = make_video(7, **SIZE)
+    lit = _conditioned("lighting")
+    # A condition draws from its own stream: the plain scene's motion is unchanged.
+    assert np.array_equal(plain.transforms, lit.transforms)
+    assert np.array_equal(plain.masks, lit.masks)
+    # Order of the names does not matter.
+    a = make_video(7, **SIZE, conditions=conditions_named("objects,rotation"))
+    b = make_video(7, **SIZE, conditions=conditions_named("rotation,objects"))
+    assert np.array_equal(a.frames, b.frames)
+
+
+def test_all_conditions_ground_truth_agrees_with_masks() -> None:
+    """Independent objects, exits, rotation, lighting, noise, blur and low texture together:
+    a visible ground-truth point lies on its own layer."""
+    video = _conditioned("all")
+    T, H, W = video.masks.shape
+    assert len(_object_layers(video)) >= 3 + 1  # the plain scene's shapes and 3-5 more
+    ys, xs = np.mgrid[0:H:4, 0:W:4]
+    queries = np.stack([np.zeros(xs.size), xs.ravel(), ys.ravel()], 1).astype(np.float32)
+    layer = video.masks[0, ys.ravel(), xs.ravel()]
+    positions, visible = video.ground_truth(queries)
+    agree = []
+    for s in range(0, T, 5):
+        on = visible[s]
+        px = np.clip(np.round(positions[s, on]).astype(int), 0, [W - 1, H - 1])
+        agree.append(video.masks[s, px[:, 1], px[:, 0]] == layer[on])
+    assert np.mean(np.concatenate(agree)) > 0.95
+
+
+def test_exits_leave_and_reenter() -> None:
+    video = make_video(7, num_frames=96, height=96, width=128, conditions=_names("objects,exits"))
+    _, H, W = video.masks.shape
+    positions, visible = video.ground_truth(_grid_queries(H, W, 0))
+    inside = (positions[..., 0] >= 0) & (positions[..., 0] <= W - 1)
+    inside &= (positions[..., 1] >= 0) & (positions[..., 1] <= H - 1)
+    left_then_back = ~inside[1:-1].all(axis=0) & inside[-1] & inside[0]
+    assert left_then_back.sum() >= 5
+    assert (visible[-1] & left_then_back).any()
+
+
+def _names(names: str):
+    from mosic.stages.synthetic_conditions import conditions_named
+
+    return conditions_named(names)
+
+
+def test_rotation_turns_objects_fast() -> None:
+    video = _conditioned("objects", "rotation")
+    objects = _object_layers(video)
+    angle = np.degrees(
+        np.unwrap(
+            np.arctan2(video.transforms[:, objects, 1, 0], video.transforms[:, objects, 0, 0]),
+            axis=0,
+        )
+    )
+    rate = np.abs(angle[-1] - angle[0]) / (len(angle) - 1)
+    assert np.all((rate > 1.5) & (rate < 4.5))
+
+
+def test_lighting_noise_blur_low_texture_change_pixels_only() -> None:
+    plain = make_video(7, **SIZE)
+    lit = _conditioned("lighting")
+    brightness = lit.frames.reshape(len(lit.frames), -1).mean(axis=1)
+    contrast = lit.frames.reshape(len(lit.frames), -1).std(axis=1)
+    assert np.ptp(brightness) > 10 and contrast.max() / contrast.min() > 1.15
+    noisy = _conditioned("noise")
+    diff = noisy.frames.astype(np.float32) - plain.frames
+    assert np.array_equal(noisy.transforms, plain.transforms) and 2.5 < diff.std() < 8
+    blurred = _conditioned("blur")
+    sharpness = [
+        np.abs(np.diff(v.frames.astype(np.float32), axis=2)).mean() for v in (plain, blurred)
+    ]
+    assert np.array_equal(blurred.transforms, plain.transforms)
+    assert sharpness[1] < 0.99 * sharpness[0]
+    flat = _conditioned("low-texture")
+    local_std = [
+        cv2.blur(v.frames[0, ..., 1].astype(np.float32) ** 2, (9, 9))
+        - cv2.blur(v.frames[0, ..., 1].astype(np.float32), (9, 9)) ** 2
+        for v in (plain, flat)
+    ]
+    plain_share = [np.mean(np.sqrt(np.clip(s, 0, None)) < 4.0) for s in local_std]
+    assert plain_share[1] > plain_share[0] + 0.15
+
+
+def test_scene_cut_hides_everything_before_it() -> None:
+    video = _conditioned("scene-cut")
+    T, H, W = video.masks.shape
+    cut = T // 2
+    positions, visible = video.ground_truth(_grid_queries(H, W, 0))
+    assert visible[cut - 1].mean() > 0.5 and not visible[cut:].any()
+    after, seen = video.ground_truth(_grid_queries(H, W, cut))
+    assert seen[cut:].mean() > 0.5 and np.isnan(after[:cut]).all()
+
+
+def test_synth_videos_cli_conditions(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from mosic.cli import app
+
+    args = ["synth-videos", str(tmp_path), "--count", "1", "--frames", "6", "--size", "64x48"]
+    result = CliRunner().invoke(app, [*args, "--kind", "frames", "--conditions", "all"])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "synth_000").glob("*.jpg"))) == 6
+    result = CliRunner().invoke(app, [*args, "--conditions", "rotaton"])
+    assert result.exit_code != 0
+    assert "did you mean 'rotation'" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1

@@ -66,3 +66,39 @@ def test_lk_accuracy_bar() -> None:
     assert mean["average_pts_within_thresh"] >= 0.85
     assert mean["occlusion_accuracy"] >= 0.90
     assert mean["average_jaccard"] >= 0.75
+
+
+def test_lk_hides_points_across_a_scene_cut() -> None:
+    """Every point started before a cut is hidden after it (a frame whose appearance changes
+    wholesale), on a plain and on a hard video; points started after the cut are tracked."""
+    from mosic.stages.synthetic_conditions import HARD, SceneCut
+
+    tracker = build_tracker("lk")
+    for conditions in ((SceneCut(),), (*HARD, SceneCut())):
+        video = make_video(100, num_frames=48, height=96, width=128, conditions=conditions)
+        _, height, width = video.masks.shape
+        points = grid_points(height, width, 16)
+        rows = [np.concatenate([np.full((len(points), 1), t), points], 1) for t in (0, 30)]
+        queries = np.concatenate(rows).astype(np.float32)
+        _, gt_visible = video.ground_truth(queries)
+        pred = tracker.track(video.frames, queries)
+        before, after = slice(0, len(points)), slice(len(points), None)
+        # Tracked up to the cut and from the next query frame on, hidden after the cut.
+        assert pred.visible[20:24, before].mean() > 0.5 * gt_visible[20:24, before].mean()
+        assert pred.visible[31:, after].mean() > 0.7 * gt_visible[31:, after].mean()
+        assert not pred.visible[24:, before].any()
+        assert np.all(pred.confidence[24:, before] == 0)
+
+
+@pytest.mark.parametrize(("suite", "bar"), [("easy", 0.85), ("all", 0.50)])
+def test_lk_on_the_tracking_suites(suite: str, bar: float) -> None:
+    """The extraction's query protocol on two held-out videos of the plain scene and of every
+    condition together (independent objects, exits, fast rotation, lighting drift, noise,
+    blur, low texture); ``bench/tracker_accuracy.py`` runs every suite on all ten."""
+    from mosic.stages.tracking_suites import HELD_OUT_SEEDS, mean_scores, score_video, suite_video
+
+    tracker = build_tracker("lk")
+    scores = [score_video(tracker, suite_video(suite, seed)) for seed in HELD_OUT_SEEDS[:2]]
+    mean = mean_scores(scores)
+    print(suite, {k: round(v, 3) for k, v in mean.items() if k in KEYS})
+    assert mean["average_jaccard"] >= bar

@@ -20,6 +20,7 @@ from mosic.stages.queries import (
 from mosic.stages.synthetic import make_video, write_video_file
 from mosic.stages.trackers import build_tracker
 from mosic.stages.trackers.base import TrackResult
+from mosic.stages.trackers.cotracker import CoTrackerTracker
 from mosic.store_schema import StoreError, TrackStore
 
 
@@ -160,3 +161,19 @@ def test_window_over_the_trackers_limit_is_refused_before_any_video():
         ExtractConfig(window=110).window_for(tracker)
     assert ExtractConfig().window_for(tracker) == 100  # the default stays inside the limit
     assert ExtractConfig(window=90).window_for(tracker) == 90
+
+
+def test_the_default_grid_is_the_trackers_and_recorded(tmp_path):
+    # CoTracker3 seeds 32 x 32 (256 points in any crop), lk 16 x 16 (its speed on one core).
+    assert (CoTrackerTracker.default_grid, build_tracker("lk").default_grid) == (32, 16)
+    videos, store = tmp_path / "videos", tmp_path / "tracks.zarr"
+    write_video_file(make_video(0, num_frames=20, height=48, width=64), videos / "a.mp4")
+    args = ["extract-tracks", str(videos), "--store", str(store), "--size", "64x48"]
+    args += ["--query-every", "4", "--horizon", "9", "--workers", "0"]  # no --grid
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    opened = TrackStore.open(store)
+    assert opened.extraction["grid"] == 16
+    assert opened.read_clip("a", 0, 2, 1)[1].shape == (2, 16 * 16, 2)
+    explicit = ExtractConfig(grid=16, query_every=4, horizon=9, size="64x48")
+    assert open_store(str(store), explicit)[0].keys() == ["a"]  # the default, given explicitly

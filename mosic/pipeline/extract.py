@@ -78,10 +78,10 @@ def track(
         t, h, w, _ = video.frames.shape
         started = time.perf_counter()
         starts = query_frames(t, config.query_every, config.horizon)
+        points = grid_points(h, w, config.grid_for(tracker))
         tracks = track_query_sets(
-            tracker, video.frames, starts, grid_points(h, w, config.grid), config.horizon,
-            config.window_for(tracker),
-        )  # fmt: skip
+            tracker, video.frames, starts, points, config.horizon, config.window_for(tracker)
+        )
         seconds = time.perf_counter() - started
     except Exception as exc:  # a bad video must not stop the run: it becomes a failure row
         return failed(key, source, "track", exc)

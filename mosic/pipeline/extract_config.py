@@ -17,7 +17,7 @@ class ExtractConfig:
     """Settings of one extraction; all but ``device`` are stored and shared by every video."""
 
     tracker: str = "lk"
-    grid: int = 32
+    grid: int | None = None  # None: the tracker's default_grid
     query_every: int = 8
     horizon: int = 67
     frame_stride: int = 1
@@ -40,6 +40,10 @@ class ExtractConfig:
         if self.horizon < 2:
             raise ValueError("--horizon must be at least 2 frames")
 
+    def grid_for(self, tracker: Tracker) -> int:
+        """Points per side of each query set's grid: ``grid``, else the tracker's default."""
+        return self.grid or tracker.default_grid
+
     def window_for(self, tracker: Tracker) -> int:
         """Frames per tracker call: ``window``, else the tracker's ``window_sets`` query sets
         (within its ``max_frames``, if it has one)."""
@@ -60,6 +64,7 @@ class ExtractConfig:
         for local in ("device", "tracker_checkpoint", "tracker_repo", "tracker_dtype"):
             del attrs[local]  # paths of this machine; the dtype is in tracker_params
         del attrs["frame_codec"], attrs["jpeg_quality"]  # the store's frame_codec attribute
+        attrs["grid"] = self.grid_for(tracker)
         attrs["window"] = window = self.window_for(tracker)
         passes = long_video_frame_passes(self.query_every, self.horizon, window)
         attrs["frame_passes"] = round(passes, 3)

@@ -40,12 +40,15 @@ class Tracker(Protocol):
     ``track_batch`` takes several videos at once (a GPU backend may batch or pipeline them; the
     default runs them one by one).
 
-    ``window_sets``: how many consecutive query sets share one window by default (the pipeline's
-    window is ``horizon + (window_sets - 1) * query_every`` frames unless ``--window`` is given).
+    ``default_grid``: the query grid (``grid x grid`` points a query set) unless ``--grid`` is
+    given. ``window_sets``: how many consecutive query sets share one window by default (the
+    pipeline's window is ``horizon + (window_sets - 1) * query_every`` frames unless ``--window``
+    is given).
     """
 
     name: str
     version: str
+    default_grid: int
     window_sets: int
 
     def params(self) -> dict:

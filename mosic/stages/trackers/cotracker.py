@@ -98,6 +98,7 @@ class CoTrackerTracker:
     """
 
     version = "cotracker3"
+    default_grid = 32  # 1,024 points a set: 256 of them in any crop (docs/method.md)
     window_sets = 2
 
     def __init__(

@@ -1,87 +1,63 @@
 """The default CPU tracker: pyramidal Lucas-Kanade with occlusion handling, no weights.
 
 Every frame pair, all visible points go through one forward and one backward
-``cv2.calcOpticalFlowPyrLK`` call; a point stays visible when the two agree (forward-backward
-check), it lands inside the frame and the patch it lands on still looks like its recent
-appearance (NCC and an intensity residual, centre-weighted). A point that fails is lost: it is
-carried by its anchors (neighbours among the queries of its start frame that have moved like
-it), through a similarity fitted to their motion since the point's reference frame (a few
-frames before it was lost), or by the translation of the single anchor that best shows the
-centre of its reference patch (a point next to a layer edge then follows its own layer even
-when its neighbours straddle two), and every frame it is tracked again straight from that
-reference; when that long jump passes the same checks against the reference patch, tracking
-resumes.
-A lost point whose carried position shows the centre of its reference patch is reported
-visible (it is usually right next to the edge of the surface that hid it).
+``cv2.calcOpticalFlowPyrLK`` call, and each landing point is refined to where its patch
+matches the previous frame's by zero-mean normalised correlation (so a brightness or contrast
+drift cannot bias the steps; ``lk_photometry``). The global gain and offset between the frames,
+measured on those points, bring every frame into the photometry of the set's first frame,
+where appearance is compared however long ago a template was cut. Patches are sampled along
+each point's *frame*, the rotation and scale its like-moving neighbours have undergone since
+its query frame, so a template stays valid on a turning object.
+
+A step is kept when the forward and backward passes agree, it lands inside the frame, and the
+patch there still looks like the point's template (NCC and an intensity residual). A point on
+a plain surface (weak template) cannot be placed by its own patch: it takes the step of its
+like-moving neighbours and stays visible while its patch stays plain and of the same mean.
+A point that fails is hidden and carried by its neighbours until it is found again
+(``lk_hidden``): re-tracked from its reference patch where its neighbours carry it, searched
+for by that patch near where it was when nothing carries it (a surface that left the frame).
+A scene cut (a frame whose thumbnail no longer correlates with the previous one while most
+tracked points fail) hides every point started before it for good. Each query set (the
+queries of one start frame) is tracked on its own, for its horizon.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 
 import cv2
 import numpy as np
 
 from mosic.stages.trackers.base import TrackResult
+from mosic.stages.trackers.lk_config import LKConfig
+from mosic.stages.trackers.lk_hidden import HiddenPoints
+from mosic.stages.trackers.lk_motion import (
+    clip_zoom,
+    fit_similarity_trimmed,
+    masked_median,
+    update_affinity,
+)
 from mosic.stages.trackers.lk_patches import (
     as_complex,
+    as_points,
     compare_patches,
     gaussian_window,
     grid_neighbours,
     inside_frame,
+    noise_sigma,
     patches_at,
-    tiles_around,
+    weighted_stats,
 )
-
-
-@dataclass(frozen=True)
-class LKConfig:
-    """Settings of the LK tracker (all change the tracks).
-
-    win_size: LK window side (pixels); levels: pyramid levels above the full image;
-    iterations, epsilon: LK stopping criteria; fb_threshold: largest forward-backward error
-    (pixels) of an accepted step; patch, patch_sigma: side and Gaussian weighting (pixels) of
-    the appearance patch; ncc_min: smallest NCC of an accepted step; residual_max: largest
-    intensity residual of an accepted step; template_rate: how fast a visible point's template
-    follows its appearance; neighbours: query neighbours that may carry a lost point;
-    affinity_rate, cost_max: a neighbour carries a point only while their running mean squared
-    step difference (px^2) stays under cost_max; ref_margin: how many frames before a point is
-    lost its reference is taken; recover_levels: pyramid levels of the long jump from the
-    reference; similarity_prior: pull (px^2) of the carrying similarity towards a translation;
-    tile_radius: half side of the tiles of the long jump; pick_margin: how much worse (residual)
-    the similarity carry may show the reference centre than the best single-anchor translation
-    and still be kept; glimpse_patch, glimpse_sigma, glimpse_max: side, Gaussian weighting and
-    largest residual of the centre check that reports a lost point visible.
-    """
-
-    win_size: int = 5
-    levels: int = 2
-    iterations: int = 30
-    epsilon: float = 0.01
-    fb_threshold: float = 0.5
-    patch: int = 9
-    patch_sigma: float = 2.0
-    ncc_min: float = 0.8
-    residual_max: float = 0.35
-    template_rate: float = 0.2
-    neighbours: int = 12
-    affinity_rate: float = 0.2
-    cost_max: float = 1.0
-    ref_margin: int = 3
-    recover_levels: int = 1
-    similarity_prior: float = 50.0
-    tile_radius: int = 12
-    pick_margin: float = 0.1
-    glimpse_patch: int = 5
-    glimpse_sigma: float = 1.0
-    glimpse_max: float = 0.7
+from mosic.stages.trackers.lk_photometry import light_step, refine_steps, with_gradients
+from mosic.stages.trackers.lk_search import thumbnail, thumbnail_similarity
 
 
 class LKTracker:
     """Pyramidal Lucas-Kanade point tracker (see the module docstring)."""
 
     name = "lk"
-    version = "2"
+    version = "3"
+    default_grid = 16  # >= 30 frames/s on one core at 256 px; 32 x 32: 12 (docs/trackers.md)
     window_sets = 8  # measured: bench/stage_one.py, docs/benchmarks.md
 
     def __init__(self, config: LKConfig | None = None, **options: float) -> None:
@@ -103,30 +79,54 @@ class LKTracker:
         """Track (N, 3) queries ``(t, x, y)`` through frames (T, H, W, 3) uint8 RGB, each for
         ``horizon`` frames from its own frame (None: to the last frame).
 
-        Returns positions (T, N, 2) float32 (NaN before each query's frame and after its
-        horizon), visible (T, N) and confidence (T, N) float32 in [0, 1].
+        The queries of each start frame (a query set) are tracked on their own, so a set's
+        tracks are the same in any window (its neighbours, photometry and scene cuts are its
+        own). Returns positions (T, N, 2) float32 (NaN before each query's frame and after
+        its horizon), visible (T, N) and confidence (T, N) float32 in [0, 1]: 1 at the query
+        frame, the NCC of the patch with the template times the forward-backward agreement
+        after a tracked step, 0.5 for a point on a plain surface carried by its neighbours,
+        0 where the point is hidden.
         """
-        return _Run(self.config, frames, queries, horizon).result
+        num_frames, n = len(frames), len(queries)
+        result = TrackResult(
+            np.full((num_frames, n, 2), np.nan, np.float32),
+            np.zeros((num_frames, n), bool),
+            np.zeros((num_frames, n), np.float32),
+        )
+        start = np.round(queries[:, 0]).astype(int) if n else np.zeros(0, int)
+        gray: dict[int, np.ndarray] = {}
+        for first in np.unique(start[(start >= 0) & (start < num_frames)]):
+            rows = np.arange(first, min(num_frames, first + (horizon or num_frames)))
+            for r in rows:
+                if r not in gray:
+                    gray[r] = cv2.cvtColor(frames[r], cv2.COLOR_RGB2GRAY)
+            group = np.flatnonzero(start == first)
+            local = queries[group].astype(np.float32).copy()
+            local[:, 0] = 0
+            run = _Run(self.config, [gray[r] for r in rows], local).result
+            result.positions[rows[:, None], group] = run.positions
+            result.visible[rows[:, None], group] = run.visible
+            result.confidence[rows[:, None], group] = run.confidence
+        return result
 
 
-class _Run:
-    """The state of one ``LKTracker.track`` call; ``result`` holds the tracks."""
+class _Run(HiddenPoints):
+    """The tracking of one query set (or any queries) through (H, W) uint8 grey frames
+    ``gray``; ``result`` holds the tracks."""
 
-    def __init__(
-        self, cfg: LKConfig, frames: np.ndarray, queries: np.ndarray, horizon: int | None
-    ) -> None:
+    def __init__(self, cfg: LKConfig, gray: list[np.ndarray], queries: np.ndarray) -> None:
         self.cfg = cfg
-        num_frames, self.height, self.width = frames.shape[:3]
+        num_frames = len(gray)
+        self.height, self.width = gray[0].shape if gray else (0, 0)
         n = len(queries)
         self.start = np.round(queries[:, 0]).astype(int)
-        self.end = self.start + (horizon or num_frames)  # a query's rows: start .. end - 1
         self.positions = np.full((num_frames, n, 2), np.nan, np.float32)
         self.visible = np.zeros((num_frames, n), bool)
         self.confidence = np.zeros((num_frames, n), np.float32)
         self.result = TrackResult(self.positions, self.visible, self.confidence)
         if n == 0 or num_frames == 0:
             return
-        self.gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+        self.gray = gray
         self.lk_args = {
             "winSize": (cfg.win_size, cfg.win_size),
             "maxLevel": cfg.levels,
@@ -137,44 +137,53 @@ class _Run:
             ),
         }
         self.weights = gaussian_window(cfg.patch, cfg.patch_sigma)
+        self.refine_weights = gaussian_window(cfg.refine_patch, cfg.refine_sigma)
         self.centre_weights = gaussian_window(cfg.glimpse_patch, cfg.glimpse_sigma)
-        self.glimpsed = np.zeros((num_frames, n), bool)
+        first = self.start.min()
+        self.weak_bound = max(cfg.weak_std, cfg.weak_noise * noise_sigma(self.gray[first]))
+        self.light = (1.0, 0.0)  # window photometry -> frame: pixel = gain * window + offset
+        self.window = {first: self.gray[first].astype(np.float32)}
+        self.window_u8 = {first: self.gray[first]}
+        self.thumbs: dict[int, np.ndarray] = {}
         self.neighbours = grid_neighbours(queries, cfg.neighbours)
         self.cost = np.full(self.neighbours.shape, cfg.cost_max / 2, np.float32)
+        self.origin = as_complex(queries[:, 1:3])
         self.pos = queries[:, 1:3].astype(np.float32).copy()
         self.shown = np.zeros(n, bool)
+        self.severed = np.zeros(n, bool)  # started before a scene cut
         self.step = np.zeros((n, 2), np.float32)
+        self.frame = np.ones(n, np.complex128)
+        self.spin = np.zeros(n)  # running mean turn of each frame per frame (radians)
+        self.frames = np.ones((num_frames, n), np.complex64)
         self.templates = np.zeros((n, cfg.patch**2), np.float32)
-        self.ref_frame = self.start.copy()
-        self.ref_pos = self.pos.copy()
-        self.ref_templates = np.zeros_like(self.templates)
-        side = 2 * cfg.tile_radius + 1
-        self.ref_tiles = np.zeros((n, side, side), np.uint8)
-        self.ref_centres = np.zeros((n, 2), int)
-        last = min(num_frames, self.end.max())
-        for s in range(self.start.min(), last):
+        self.weak = np.zeros(n, bool)
+        self.init_hidden(n, num_frames)
+        for s in range(first, num_frames):
             self._record(s)
-            if s + 1 < last:
+            if s + 1 < num_frames:
                 self._advance(s)
         self.result = TrackResult(self.positions, self.visible | self.glimpsed, self.confidence)
-
-    def _float(self, s: int) -> np.ndarray:
-        """Frame ``s`` as float32 grey, (H, W)."""
-        return self.gray[s].astype(np.float32)
 
     def _record(self, s: int) -> None:
         """Start the queries of frame ``s`` and write the state into row ``s``."""
         new = np.flatnonzero(self.start == s)
         if new.size:
             self.shown[new] = inside_frame(self.pos[new], self.height, self.width)
-            self.templates[new] = patches_at(self._float(s), self.pos[new], self.cfg.patch)
-            self._reference(new, s)
+            self.templates[new] = patches_at(self.window[s], self.pos[new], self.cfg.patch)
+            self._set_weak(new)
+            self.reference(new, s)
             self.confidence[s, new] = self.shown[new]
-        active = (self.start <= s) & (s < self.end)
+        active = self.start <= s
         self.positions[s, active] = self.pos[active]
         self.visible[s, active] = self.shown[active]
+        self.frames[s, active] = self.frame[active]
 
-    def _lk(
+    def _set_weak(self, group: np.ndarray) -> None:
+        """Whether the templates of points (M,) are weak (a plain surface)."""
+        _, std = weighted_stats(self.templates[group], self.weights)
+        self.weak[group] = std < self.weak_bound
+
+    def lk(
         self,
         a: np.ndarray,
         b: np.ndarray,
@@ -202,203 +211,183 @@ class _Run:
         fb = np.linalg.norm(back.reshape(-1, 2) - points, axis=1)
         return p1.reshape(-1, 2), (st1.ravel() == 1) & (st2.ravel() == 1), fb
 
-    def _accept(
+    def accept(
         self,
         image: np.ndarray,
+        group: np.ndarray,
         points: np.ndarray,
         lk_ok: np.ndarray,
         fb: np.ndarray,
         templates: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The checks of a step: (M,) bool accepted and (M,) float32 confidence in [0, 1].
+        """The checks of a step of points (M,) of ``group``: (M,) bool accepted and (M,)
+        float32 confidence in [0, 1].
 
-        image: (H, W) float32 target frame; points: (M, 2) where the step landed; templates:
-        (M, P) patches the landing patches must match.
+        image: (H, W) float32 target frame in window photometry; points: (M, 2) where the step
+        landed; templates: (M, P) canonical patches the landing patches must match (a weak
+        point's only by staying plain, ``plain``).
         """
         cfg = self.cfg
-        seen = patches_at(image, points, cfg.patch)
+        seen = patches_at(image, points, cfg.patch, self.frame[group])
         ncc, residual = compare_patches(seen, templates, self.weights)
-        good = (
-            lk_ok
-            & (fb < cfg.fb_threshold)
-            & (ncc > cfg.ncc_min)
-            & (residual < cfg.residual_max)
-            & inside_frame(points, self.height, self.width)
-        )
+        inside = inside_frame(points, self.height, self.width)
+        agree = lk_ok & (fb < cfg.fb_threshold)
+        textured = agree & (ncc > cfg.ncc_min) & (residual < cfg.residual_max)
+        weak = self.weak[group]
+        good = inside & np.where(weak, self.plain(seen, templates), textured)
         conf = np.clip(ncc, 0, 1) * np.clip(1 - fb / (2 * cfg.fb_threshold), 0, 1)
-        return good, conf.astype(np.float32)
+        self.seen = seen
+        return good, np.where(weak, 0.5, conf).astype(np.float32)
+
+    def plain(self, seen: np.ndarray, templates: np.ndarray) -> np.ndarray:
+        """Whether (M, P) patches still show the plain surfaces of weak (M, P) templates: as
+        plain (weighted std) and of about the same mean, (M,) bool."""
+        cfg = self.cfg
+        mean_s, std_s = weighted_stats(seen, self.weights)
+        mean_t, std_t = weighted_stats(templates, self.weights)
+        flat = std_s < cfg.plain_std * std_t + 0.5 * self.weak_bound
+        return flat & (np.abs(mean_s - mean_t) < cfg.plain_mean * self.weak_bound)
 
     def _advance(self, s: int) -> None:
         """Move every started query from frame ``s`` to ``s + 1``."""
         cfg = self.cfg
-        image = self._float(s + 1)
-        active = (self.start <= s) & (s + 1 < self.end)
+        active = self.start <= s
         moved = np.zeros_like(self.pos)
         ok = np.zeros(len(self.pos), bool)
         track = np.flatnonzero(active & self.shown)
+        previous, raw = self.gray[s].astype(np.float32), self.gray[s + 1].astype(np.float32)
         if track.size:
-            p1, lk_ok, fb = self._lk(self.gray[s], self.gray[s + 1], self.pos[track])
-            good, conf = self._accept(image, p1, lk_ok, fb, self.templates[track])
+            p1, lk_ok, fb = self.lk(self.gray[s], self.gray[s + 1], self.pos[track])
+            if cfg.refine_patch == cfg.patch:
+                targets = self.templates[track]
+            else:
+                targets = patches_at(previous, self.pos[track], cfg.refine_patch, self.frame[track])
+            p1 = refine_steps(
+                with_gradients(raw), p1, targets, self.frame[track], self.refine_weights,
+                cfg.refine_iterations,
+            )  # fmt: skip
+            sure = lk_ok & (fb < cfg.fb_threshold)
+            step = light_step(previous, raw, self.pos[track[sure]], p1[sure], self.weights, 3.0)
+            if step is not None:
+                gain, offset = self.light
+                self.light = (step[0] * gain, step[0] * offset + step[1])
+        image = (raw - self.light[1]) / self.light[0]
+        self.window[s + 1] = image
+        self.window_u8[s + 1] = np.clip(np.round(image), 0, 255).astype(np.uint8)
+        if track.size:
+            good, conf = self.accept(image, track, p1, lk_ok, fb, self.templates[track])
+            landed = self.seen
+            if self._is_cut(s, good):
+                self.severed[active] = True
+                good[:] = False
             keep = track[good]
             ok[keep] = True
             moved[keep] = p1[good] - self.pos[keep]
             self.confidence[s + 1, keep] = conf[good]
-            self._set_references(s, track[~good])
+            self.set_references(s, track[~good])
 
-        self._update_affinity(ok, moved)
-        hidden = np.flatnonzero(active & ~ok)
-        moved[hidden] = self._carry(hidden, ok, moved, image)
+        self._spread_to_weak(ok, moved)
+        self._place_weak(ok, moved)
+        update_affinity(self.cost, self.neighbours, ok, moved, cfg.affinity_rate)
+        hidden = np.flatnonzero(active & ~ok & ~self.severed)
+        moved[hidden] = self.carry(hidden, ok, moved, image)
+        self._turn_frames(np.flatnonzero(active & ~self.severed), ok, moved)
         self.pos[active] += moved[active]
         self.step[active] = moved[active]
         self.shown[:] = ok
-        for start in np.unique(self.start[hidden]):  # per query set: tracks of one set do not
-            self._recover(s + 1, hidden[self.start[hidden] == start], image)  # hang on others'
-        self._glimpse(s + 1, hidden[~self.shown[hidden]], image)
-        refresh = np.flatnonzero(active & self.shown)
-        seen = patches_at(image, self.pos[refresh], cfg.patch)
-        self.templates[refresh] += cfg.template_rate * (seen - self.templates[refresh])
+        self.hidden_for[active & ~ok] += 1
+        self.recover(s + 1, hidden, image)
+        self.search(s + 1, hidden[~self.shown[hidden]], image)
+        self.hidden_for[self.shown] = 0
+        self.glimpse(s + 1, hidden[~self.shown[hidden]], image)
+        if track.size:
+            self._refresh(image, track[good], landed[good])
 
-    def _set_references(self, s: int, lost: np.ndarray) -> None:
-        """For points (M,) visible at ``s`` but lost at ``s + 1``: the recovery reference is the
-        last frame at least ``ref_margin`` frames back where they were visible (else ``s``)."""
+    def _refresh(self, image: np.ndarray, kept: np.ndarray, landed: np.ndarray) -> None:
+        """Move the templates of points (M,) tracked through this step towards their (M, P)
+        ``landed`` patches (weak points', placed by their neighbours, are cut again in float32
+        ``image``)."""
+        weak = self.weak[kept]
+        if weak.any():
+            group = kept[weak]
+            landed = landed.copy()
+            landed[weak] = patches_at(image, self.pos[group], self.cfg.patch, self.frame[group])
+        self.templates[kept] += self.cfg.template_rate * (landed - self.templates[kept])
+        self._set_weak(kept)
+
+    def _is_cut(self, s: int, good: np.ndarray) -> bool:
+        """Whether frame ``s + 1`` starts another shot: at least ``cut_lost`` of the (M,)
+        tracked points failed (``good``) and its thumbnail no longer correlates with frame
+        ``s``'s."""
+        if np.mean(~good) < self.cfg.cut_lost:
+            return False
+        for f in (s, s + 1):
+            if f not in self.thumbs:
+                self.thumbs[f] = thumbnail(self.gray[f])
+        return thumbnail_similarity(self.thumbs[s], self.thumbs[s + 1]) < self.cfg.cut_similarity
+
+    def _spread_to_weak(self, ok: np.ndarray, moved: np.ndarray) -> None:
+        """Weak tracked points take the median step of their like-moving neighbours whose step
+        is known, spreading out from textured points for ``weak_spread`` rounds; weak points
+        still without one are hidden. ok (N,) and moved (N, 2) in place."""
+        known = ok & ~self.weak
+        todo = ok & self.weak
+        for _ in range(self.cfg.weak_spread):
+            group = np.flatnonzero(todo)
+            if not group.size:
+                break
+            nb = self.neighbours[group]
+            use = known[nb] & (self.cost[group] <= self.cfg.cost_max)
+            has = use.any(axis=1)
+            if not has.any():
+                break
+            moved[group[has]] = masked_median(moved[nb[has]], use[has])
+            known[group[has]] = True
+            todo[group[has]] = False
+        ok[todo] = False
+
+    def _place_weak(self, ok: np.ndarray, moved: np.ndarray) -> None:
+        """Weak tracked points with two textured like-moving tracked neighbours at least go
+        where the similarity taking those neighbours from their query positions to their new
+        ones takes the point's query position (no error adds up frame after frame). moved
+        (N, 2) in place."""
         cfg = self.cfg
-        for q in lost:
-            first = self.start[q]
-            back = np.flatnonzero(self.visible[first : max(s - cfg.ref_margin, first) + 1, q])
-            r = first + back[-1] if back.size else s
-            self.ref_frame[q] = r
-            self.ref_pos[q] = self.positions[r, q]
-        for r in np.unique(self.ref_frame[lost]):
-            self._reference(lost[self.ref_frame[lost] == r], r)
-
-    def _reference(self, group: np.ndarray, r: int) -> None:
-        """Cut the reference patches and tiles of points (M,) from frame ``r`` at ref_pos."""
-        cfg = self.cfg
-        self.ref_templates[group] = patches_at(self._float(r), self.ref_pos[group], cfg.patch)
-        centres = np.round(self.ref_pos[group]).astype(int)
-        side = 2 * cfg.tile_radius + 1
-        tiles = tiles_around(self.gray[r], centres, cfg.tile_radius)
-        self.ref_tiles[group] = tiles.reshape(side, -1, side).transpose(1, 0, 2)
-        self.ref_centres[group] = centres
-
-    def _update_affinity(self, ok: np.ndarray, moved: np.ndarray) -> None:
-        """Running mean squared step difference between points both visible, (N, K) in place."""
-        both = ok[:, None] & ok[self.neighbours]
-        gap = np.sum((moved[:, None] - moved[self.neighbours]) ** 2, axis=-1)
-        self.cost[both] += self.cfg.affinity_rate * (gap[both] - self.cost[both])
-
-    def _carry(
-        self, hidden: np.ndarray, ok: np.ndarray, moved: np.ndarray, image: np.ndarray
-    ) -> np.ndarray:
-        """Steps (M, 2) to the next frame, float32 (H, W) ``image``, of hidden points (M,).
-
-        Anchors are the neighbours that have moved like the point and are visible both now and
-        in its reference frame: a similarity fitted from their reference-frame positions to
-        their new ones carries the point's reference position, unless one anchor's translation
-        shows the point's reference centre clearly better (``_pick``). Without anchors, the
-        median step of its visible like-moving neighbours, else its own last step.
-        """
-        cfg = self.cfg
-        nb = self.neighbours[hidden]
-        alike = ok[nb] & (self.cost[hidden] <= cfg.cost_max)
-        steps = self.step[hidden].copy()
-        has = alike.any(axis=1)
-        if has.any():
-            candidates = np.where(alike[has][..., None], moved[nb[has]], np.nan)
-            steps[has] = np.nanmedian(candidates, axis=1)
-
-        ref = self.ref_frame[hidden][:, None]
-        anchor = alike & self.visible[ref, nb]
-        fit = anchor.any(axis=1)
-        if fit.any():
-            z = as_complex(self.positions[ref[fit], nb[fit]])
-            w = as_complex(self.pos[nb[fit]] + moved[nb[fit]])
-            count = anchor[fit].sum(axis=1)
-            z_mean = np.sum(np.where(anchor[fit], z, 0), axis=1) / count
-            w_mean = np.sum(np.where(anchor[fit], w, 0), axis=1) / count
-            zc = np.where(anchor[fit], z - z_mean[:, None], 0)
-            wc = np.where(anchor[fit], w - w_mean[:, None], 0)
-            reg = cfg.similarity_prior
-            a = (np.sum(np.conj(zc) * wc, axis=1) + reg) / (np.sum(np.abs(zc) ** 2, axis=1) + reg)
-            target = a * (as_complex(self.ref_pos[hidden[fit]]) - z_mean) + w_mean
-            target = self._pick(hidden[fit], target, anchor[fit], z, w, image)
-            steps[fit] = np.stack([target.real, target.imag], -1) - self.pos[hidden[fit]]
-        return steps
-
-    def _centre_residual(
-        self, image: np.ndarray, points: np.ndarray, group: np.ndarray
-    ) -> np.ndarray:
-        """Residual (M,) of the ``glimpse_patch`` centre of the reference patches of points
-        (M,) seen in float32 ``image`` (H, W) at (M, 2) (x, y) ``points``."""
-        size, crop = self.cfg.glimpse_patch, (self.cfg.patch - self.cfg.glimpse_patch) // 2
-        side = slice(crop, crop + size)
-        ref = self.ref_templates[group].reshape(-1, self.cfg.patch, self.cfg.patch)
-        templates = ref[:, side, side].reshape(len(group), -1)
-        _, residual = compare_patches(
-            patches_at(image, points, size), templates, self.centre_weights
-        )
-        return residual
-
-    def _pick(
-        self,
-        group: np.ndarray,
-        target: np.ndarray,
-        anchor: np.ndarray,
-        before: np.ndarray,
-        after: np.ndarray,
-        image: np.ndarray,
-    ) -> np.ndarray:
-        """Where to carry hidden points (M,): their similarity target (M,) complex, or the
-        reference position moved by one anchor's translation, whichever shows the centre of
-        the reference patch best in ``image`` (H, W) float32 (the target wins ties within
-        ``pick_margin``). anchor: (M, K) bool; before, after: (M, K) complex neighbour
-        positions in the reference frame and in ``image``. Returns (M,) complex."""
-        cand = np.concatenate(
-            [target[:, None], as_complex(self.ref_pos[group])[:, None] + after - before], 1
-        )
-        rows, cols = np.nonzero(np.concatenate([np.ones((len(group), 1), bool), anchor], 1))
-        points = np.stack([cand[rows, cols].real, cand[rows, cols].imag], -1).astype(np.float32)
-        cost = np.full(cand.shape, np.inf)
-        cost[rows, cols] = self._centre_residual(image, points, group[rows])
-        cost[:, 0] -= self.cfg.pick_margin
-        return cand[np.arange(len(group)), np.argmin(cost, axis=1)]
-
-    def _glimpse(self, s: int, hidden: np.ndarray, image: np.ndarray) -> None:
-        """Report hidden points (M,) as visible at ``s`` (without resuming tracking) when the
-        centre of their reference patch is seen at their carried position."""
-        cfg = self.cfg
-        hidden = hidden[inside_frame(self.pos[hidden], self.height, self.width)]
-        if not hidden.size:
+        group = np.flatnonzero(ok & self.weak)
+        if not group.size:
             return
-        residual = self._centre_residual(image, self.pos[hidden], hidden)
-        self.glimpsed[s, hidden] = residual < cfg.glimpse_max
-
-    def _recover(self, s: int, hidden: np.ndarray, image: np.ndarray) -> None:
-        """Track hidden points (M,) inside frame ``s`` straight from their reference frames
-        (starting from the carried positions); those that pass the checks are visible again.
-
-        One LK call for all: each point's reference tile and a tile of frame ``s`` around its
-        carried position are laid side by side in two strips.
-        """
-        radius = self.cfg.tile_radius
-        hidden = hidden[inside_frame(self.pos[hidden], self.height, self.width)]
-        if not hidden.size:
+        nb = self.neighbours[group]
+        anchor = ok[nb] & ~self.weak[nb] & (self.cost[group] <= cfg.cost_max)
+        fit = anchor.sum(axis=1) >= 2
+        if not fit.any():
             return
-        side = 2 * radius + 1
-        shift = np.arange(hidden.size)[:, None] * np.array([side, 0]) + radius
-        ref_strip = np.ascontiguousarray(
-            self.ref_tiles[hidden].transpose(1, 0, 2).reshape(side, -1)
+        group, nb, anchor = group[fit], nb[fit], anchor[fit]
+        dst = as_complex(self.pos[nb] + moved[nb])
+        a, z_mean, w_mean = fit_similarity_trimmed(
+            self.origin[nb], dst, anchor, cfg.similarity_prior, self.frame[group], cfg.frame_trim
         )
-        centres = np.round(self.pos[hidden]).astype(int)
-        strip = tiles_around(self.gray[s], centres, radius)
-        start = self.ref_pos[hidden] - self.ref_centres[hidden] + shift
-        guess = self.pos[hidden] - centres + shift
-        p1, lk_ok, fb = self._lk(ref_strip, strip, start, guess)
-        p1 = p1 - shift + centres
-        inside_tile = np.all(np.abs(p1 - centres) < radius - self.cfg.win_size, axis=1)
-        good, conf = self._accept(image, p1, lk_ok & inside_tile, fb, self.ref_templates[hidden])
-        found = hidden[good]
-        self.pos[found] = p1[good]
-        self.shown[found] = True
-        self.confidence[s, found] = conf[good]
-        self.templates[found] = self.ref_templates[found]
+        target = clip_zoom(a, cfg.max_zoom) * (self.origin[group] - z_mean) + w_mean
+        moved[group] = as_points(target) - self.pos[group]
+
+    def _turn_frames(self, group: np.ndarray, ok: np.ndarray, moved: np.ndarray) -> None:
+        """Frames of points (M,): the similarity taking their like-moving tracked neighbours
+        (and themselves when tracked) from their query positions to their new ones, pulled
+        towards the previous frame turned once more by its last change (which it keeps
+        without such neighbours)."""
+        cfg = self.cfg
+        nb = np.concatenate([group[:, None], self.neighbours[group]], axis=1)
+        alike = np.concatenate(
+            [np.ones((len(group), 1), bool), self.cost[group] <= cfg.cost_max], axis=1
+        )
+        anchor = ok[nb] & alike
+        src = self.origin[nb]
+        dst = as_complex(self.pos[nb] + moved[nb])
+        expected = self.frame[group] * np.exp(1j * self.spin[group])
+        a, _, _ = fit_similarity_trimmed(
+            src, dst, anchor, cfg.frame_prior, expected, cfg.frame_trim
+        )
+        a = clip_zoom(a, cfg.max_zoom)
+        turn = np.angle(a / self.frame[group])
+        seen = anchor[:, 1:].any(axis=1)
+        spin = self.spin[group]
+        self.spin[group] = np.where(seen, spin + cfg.spin_rate * (turn - spin), cfg.coast * spin)
+        self.frame[group] = a

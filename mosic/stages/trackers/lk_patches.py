@@ -1,21 +1,44 @@
-"""Patch and neighbourhood helpers of the ``lk`` tracker (pixel centres at integers)."""
+"""Patch and neighbourhood helpers of the ``lk`` tracker (pixel centres at integers).
+
+A point's *frame* is a complex number ``z = scale * exp(i * angle)``: the linear part of the
+similarity from its patches' canonical pixels to the image around it (x + iy convention), so
+that a patch is sampled turned and scaled like the surface it shows.
+"""
 
 from __future__ import annotations
+
+import functools
 
 import cv2
 import numpy as np
 
 
-def patches_at(image: np.ndarray, points: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear ``size`` x ``size`` patches of a float32 image centred on (M, 2) (x, y)
-    points, (M, size * size) float32 (rows of the patch flattened)."""
+def patches_at(
+    image: np.ndarray, points: np.ndarray, size: int, frames: np.ndarray | None = None
+) -> np.ndarray:
+    """Bilinear ``size`` x ``size`` patches of a float32 (H, W) or (H, W, C) image centred on
+    (M, 2) (x, y) points, sampled along (M,) complex ``frames`` (None: upright), (M, size *
+    size) float32 (rows of the patch flattened; (M, size * size, C) for C channels; edges
+    replicated)."""
     if not len(points):
-        return np.zeros((0, size * size), np.float32)
-    offsets = np.arange(size, dtype=np.float32) - (size - 1) / 2
-    oy, ox = np.meshgrid(offsets, offsets, indexing="ij")
-    map_x = (points[:, :1] + ox.ravel()[None]).astype(np.float32)
-    map_y = (points[:, 1:] + oy.ravel()[None]).astype(np.float32)
+        return np.zeros((0, size * size, *image.shape[2:]), np.float32)
+    ox, oy = _offsets(size)
+    x, y = points[:, :1].astype(np.float32), points[:, 1:2].astype(np.float32)
+    if frames is None:
+        map_x, map_y = x + ox, y + oy
+    else:
+        c = frames.real.astype(np.float32)[:, None]
+        s = frames.imag.astype(np.float32)[:, None]
+        map_x, map_y = x + c * ox - s * oy, y + s * ox + c * oy
     return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+@functools.cache
+def _offsets(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(1, size * size) float32 x and y offsets of a patch's pixels from its centre."""
+    steps = np.arange(size, dtype=np.float32) - (size - 1) / 2
+    oy, ox = np.meshgrid(steps, steps, indexing="ij")
+    return ox.reshape(1, -1), oy.reshape(1, -1)
 
 
 def gaussian_window(size: int, sigma: float) -> np.ndarray:
@@ -26,12 +49,21 @@ def gaussian_window(size: int, sigma: float) -> np.ndarray:
     return w / w.sum()
 
 
+def weighted_stats(patches: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted mean (M,) and standard deviation (M,) of (M, P) patches under (P,) weights."""
+    mean = patches @ weights
+    centred = patches - mean[:, None]
+    return mean, np.sqrt((centred * centred) @ weights)
+
+
 def compare_patches(
     patches: np.ndarray, templates: np.ndarray, weights: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """How well (M, P) patches match (M, P) templates under (P,) weights: NCC (M,) in [-1, 1],
     and the residual (M,): weighted RMS difference over the template's weighted contrast
-    (std + 4 grey levels), which unlike NCC also sees a shift along a smooth intensity ramp."""
+    (std + 4 grey levels), which unlike NCC also sees a shift along a smooth intensity
+    ramp (so patches must share the templates' photometry: the tracker compares them in its
+    window's photometry)."""
     a = patches - (patches @ weights)[:, None]
     b = templates - (templates @ weights)[:, None]
     var_a, var_b = (a * a) @ weights, (b * b) @ weights
@@ -40,21 +72,22 @@ def compare_patches(
     return ncc, residual
 
 
-def tiles_around(image: np.ndarray, centres: np.ndarray, radius: int) -> np.ndarray:
-    """Square crops of side 2 * radius + 1 around (M, 2) integer (x, y) centres of a (H, W)
-    image (edges replicated), laid side by side in one (2 * radius + 1, M * side) image."""
-    side = 2 * radius + 1
-    padded = np.pad(image, radius, mode="edge")
-    offsets = np.arange(side)
-    rows = np.clip(centres[:, 1, None] + offsets, 0, padded.shape[0] - 1)  # (M, side)
-    cols = np.clip(centres[:, 0, None] + offsets, 0, padded.shape[1] - 1)
-    crops = padded[rows[:, :, None], cols[:, None, :]]  # (M, side, side)
-    return np.ascontiguousarray(crops.transpose(1, 0, 2).reshape(side, -1))
+def noise_sigma(gray: np.ndarray) -> float:
+    """Standard deviation of a (H, W) grey image's pixel noise (Immerkaer's estimator: the
+    mean absolute response of a Laplacian-difference kernel, blind to smooth structure)."""
+    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+    response = cv2.filter2D(gray.astype(np.float32), -1, kernel)[1:-1, 1:-1]
+    return float(np.sqrt(np.pi / 2) * np.mean(np.abs(response)) / 6)
 
 
 def as_complex(points: np.ndarray) -> np.ndarray:
     """(..., 2) (x, y) points as complex numbers x + iy, (...,)."""
     return points[..., 0].astype(np.float64) + 1j * points[..., 1]
+
+
+def as_points(values: np.ndarray) -> np.ndarray:
+    """(...,) complex numbers x + iy as (..., 2) float32 (x, y) points."""
+    return np.stack([values.real, values.imag], -1).astype(np.float32)
 
 
 def inside_frame(points: np.ndarray, height: int, width: int) -> np.ndarray:
