@@ -359,11 +359,12 @@ def report(result: dict) -> None:
         ]  # fmt: skip
         print("  " + " ".join(cells))
     first = result["scale"][0]
-    most = extrapolate(result["scale"], 650_000)
-    print(
-        f"  650,000 videos (Kinetics-700), extrapolated: {most['files']:,.0f} files, "
-        f"{most['files_per_video']:.3f} per video (goal < 1,000,000)"
-    )
+    if len(result["scale"]) >= 2:  # a line needs two levels
+        most = extrapolate(result["scale"], 650_000)
+        print(
+            f"  650,000 videos (Kinetics-700), extrapolated: {most['files']:,.0f} files, "
+            f"{most['files_per_video']:.3f} per video (goal < 1,000,000)"
+        )
     print(
         f"  v1 baseline, {base['videos']} videos: {base['files']} files "
         f"({base['files_per_video']:.1f}/video), {base['bytes'] / 1e6:.1f} MB, write "
