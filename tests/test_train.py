@@ -198,3 +198,19 @@ def test_store_is_untouched_by_training(store, tmp_path):
     before = TrackStore.open(store).records()
     train(config(store, tmp_path, max_steps=2))
     assert TrackStore.open(store).records() == before
+
+
+def test_cpu_training_keeps_the_thread_count_the_user_chose(store, tmp_path, monkeypatch):
+    """With OMP_NUM_THREADS set, train() leaves torch's intra-op threads as they are (on a
+    shared 2-core machine, raising them to every core made steps ~20x slower); unset, it gives
+    torch the cores the DataLoader workers leave."""
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    train(config(store, tmp_path / "chosen", max_steps=1))
+    assert torch.get_num_threads() == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    try:
+        train(config(store, tmp_path / "free", max_steps=1))
+        assert torch.get_num_threads() == os.cpu_count()  # loader_workers=0 in config()
+    finally:
+        torch.set_num_threads(1)

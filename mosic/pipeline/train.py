@@ -140,7 +140,9 @@ def _train(
     evaluator = TrainEvaluator(cfg.evaluation, device)  # checks the eval data before any work
     start = find_start(cfg, resume, allow_changes)
     torch.manual_seed(cfg.seed)
-    if device.type == "cpu":  # leave a core to each DataLoader worker
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # Unless the user chose (OMP_NUM_THREADS), a core to each DataLoader worker, the rest
+        # to torch's intra-op threads.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - cfg.loader_workers))
 
     dataset = ClipDataset(list(cfg.stores), cfg.clip, seed=cfg.seed)
