@@ -84,7 +84,9 @@ def test_settings_are_checked_with_one_line_naming_the_file(tmp_path):
         "batch_size: 2.5": "batch_size: expected an integer, got 2.5",
         "flip: maybe": "flip: expected true or false, got 'maybe'",
         "[1, 2]": "expected 'name: value' lines",
-        "a: 1\nb: [": "not valid YAML at line 2",
+        "a: 1\nb: [": "not valid YAML at line 2: expected the node content, but found "
+        "'<stream end>'",
+        "lr_head: 0.1\nlr_head: 0.2": "not valid YAML at line 2: 'lr_head' is given twice",
     }
     for text, reason in slips.items():
         with pytest.raises(ValueError) as caught:

@@ -23,6 +23,7 @@ from mosic.store_schema import (
     encode_video,
     video_key,
 )
+from mosic.store_schema.errors import DamagedData
 from mosic.store_schema.validate import validate_store
 
 EXTRACTION = {"tracker": {"name": "lk", "version": "1"}, "grid": 4, "query_every": 8, "horizon": 9}
@@ -279,3 +280,19 @@ def test_validate_command_names_the_video_and_exits_1(tmp_path):
     assert "problem: a: " in deep.output and "frames/c.0 row 0: checksum mismatch" in deep.output
     missing = runner.invoke(app, ["store", "validate", str(tmp_path / "nothing.zarr")])
     assert missing.exit_code == 1 and "not a mosic store" in missing.output
+
+
+@pytest.mark.parametrize("name", ["jpeg", "raw"])
+def test_a_frame_of_another_size_is_damaged_data_not_a_reshaped_frame(name):
+    """A chunk whose frame is not the size the index records is refused with its place named,
+    never decoded into (or broadcast over) the clip's buffer."""
+    codec = FrameCodec(name)
+    ramp = np.linspace(0, 255, 48, dtype=np.float32)[None, :, None] + np.zeros((32, 1, 3))
+    frame = ramp.astype(np.uint8)
+    body = codec.encode(frame)[:-4]  # the checked body: CRC32C removed
+    out = np.zeros((32, 48, 3), np.uint8)
+    assert codec.decode(body, 32, 48, "frames row 3", out) is out
+    assert np.abs(out.astype(int) - frame).mean() < (2 if name == "jpeg" else 1e-9)
+    for height, width in [(48, 32), (16, 48)] if name == "jpeg" else [(16, 48)]:
+        with pytest.raises(DamagedData, match=r"^frames row 3: .*expected"):
+            codec.decode(body, height, width, "frames row 3")

@@ -10,9 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from mosic.pipeline.run_config import build_config, coerce_all
+from mosic.pipeline.run_config import build_config, coerce_all, read_mapping
 from mosic.pipeline.train_config import TrainConfig
 
 RANDOM_INIT = "random-init"  # weights: the backbone's seeded random initialisation
@@ -94,7 +92,7 @@ class Row:
 
 def load_row(path: str | Path) -> Row:
     """Read one config file (the row's id is the file's stem)."""
-    data = yaml.safe_load(Path(path).read_text())
+    data = read_mapping(Path(path))
     training = data.pop("train", None)
     if training:
         coerce_all(training.get("settings", {}), f"{path}: train.settings: ")  # checked now

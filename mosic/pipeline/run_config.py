@@ -152,10 +152,26 @@ def coerce_all(given: Mapping[str, Any], where: str = "") -> dict[str, Any]:
     }
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_mapping(path: Path) -> dict:
-    """A YAML file holding one mapping (empty: {}); one-line ValueErrors name the file."""
+    """A YAML file holding one mapping (empty: {}); one-line ValueErrors name the file (also
+    for a key given twice)."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file") from None
     except OSError as exc:
@@ -163,7 +179,9 @@ def read_mapping(path: Path) -> dict:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
-        raise ValueError(f"{path}: not valid YAML{at}") from None
+        problem = getattr(exc, "problem", None)
+        why = f": {problem}" if problem else ""
+        raise ValueError(f"{path}: not valid YAML{at}{why}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

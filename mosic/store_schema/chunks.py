@@ -59,8 +59,12 @@ class FrameCodec:
         chunk = b"\x01\x00\x00\x00" + element + payload  # vlen-bytes: count, length, bytes
         return with_crc(_ZSTD.encode(chunk) if self.name == "raw" else chunk)
 
-    def decode(self, body: bytes, height: int, width: int, where: str) -> np.ndarray:
-        """A checked chunk body (CRC32C removed) -> the (height, width, 3) uint8 frame."""
+    def decode(
+        self, body: bytes, height: int, width: int, where: str, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """A checked chunk body (CRC32C removed) -> the (height, width, 3) uint8 frame, decoded
+        into ``out`` (a C-contiguous (height, width, 3) uint8 array) when given."""
+        out = np.empty((height, width, 3), np.uint8) if out is None else out
         try:
             raw = bytes(_ZSTD.decode(body)) if self.name == "raw" else body
             count, length = np.frombuffer(raw[:8], "<u4")
@@ -68,14 +72,17 @@ class FrameCodec:
             if count != 1 or len(payload) != length:
                 raise ValueError("not one element")
             if self.name == "jpeg":
-                frame = simplejpeg.decode_jpeg(payload, colorspace="RGB")
+                shape = simplejpeg.decode_jpeg_header(payload)[:2]
+                if shape != (height, width):
+                    raise DamagedData(f"{where}: a {shape} frame, expected {height}x{width}")
+                simplejpeg.decode_jpeg(payload, colorspace="RGB", buffer=out)
+            elif length != height * width * 3:
+                raise DamagedData(f"{where}: {length} bytes, expected a {height}x{width} frame")
             else:
-                frame = np.frombuffer(payload, np.uint8).reshape(height, width, 3)
+                out[...] = np.frombuffer(payload, np.uint8).reshape(height, width, 3)
         except (ValueError, RuntimeError) as exc:
             raise DamagedData(f"{where}: undecodable ({exc})") from None
-        if frame.shape != (height, width, 3):
-            raise DamagedData(f"{where}: a {frame.shape} frame, expected {height}x{width}")
-        return frame
+        return out
 
 
 def encode_tracks(positions: np.ndarray, visible: np.ndarray, confidence: np.ndarray | None

@@ -207,7 +207,7 @@ class PartReader:
         bodies = read_chunks(self.location, name, rows, self.frame_rows, size)
         out = np.empty((len(rows), height, width, 3), np.uint8)
         for k, (row, body) in enumerate(zip(rows, bodies, strict=True)):
-            out[k] = self.codec.decode(body, height, width, f"{layout.FRAMES} row {row}")
+            self.codec.decode(body, height, width, f"{layout.FRAMES} row {row}", out[k])
         return out
 
     def tracks(self, rows: Sequence[int]) -> np.ndarray:
