@@ -36,6 +36,7 @@ from mosic.pipeline.object_lock import writer_lock
 from mosic.pipeline.progress import ExtractionProgress, print_failure
 from mosic.stages.video_io import SizeSpec, list_sources
 from mosic.store_schema import StoreError, StoreLocation, TrackStore
+from mosic.store_schema.layout import DEFAULT_JPEG_QUALITY
 
 app = typer.Typer(help="MoSiC: dense self-supervised learning from point tracks.")
 app.add_typer(store_app, name="store")
@@ -97,7 +98,9 @@ def extract_tracks(
     frame_codec: Annotated[
         str, typer.Option(help="Frames as 'jpeg' (default) or 'raw' (lossless, ~9x larger).")
     ] = "jpeg",
-    jpeg_quality: Annotated[int, typer.Option(help="JPEG quality of the frames (1-100).")] = 90,
+    jpeg_quality: Annotated[
+        int, typer.Option(help="JPEG quality of the frames (1-100).")
+    ] = DEFAULT_JPEG_QUALITY,
     overwrite: Annotated[bool, typer.Option(help="Redo videos already complete.")] = False,
     strict: Annotated[bool, typer.Option(help="Exit 1 if any video failed.")] = False,
     workers: Annotated[

@@ -15,6 +15,7 @@ from rich.text import Text
 from mosic.pipeline.extract import VIDEOS_PER_PART
 from mosic.pipeline.progress import ExtractionProgress, print_failure
 from mosic.store_schema import FrameCodec, StoreError, TrackStore
+from mosic.store_schema.layout import DEFAULT_JPEG_QUALITY
 from mosic.store_schema.validate import validate_store
 
 store_app = typer.Typer(help="Inspect and check a track store.")
@@ -116,7 +117,9 @@ def store_convert(
     old: Annotated[Path, typer.Argument(help="A store of schema version 1.")],
     new: Annotated[str, typer.Argument(help="The version 2 store to write (must not exist).")],
     frame_codec: Annotated[str, typer.Option(help="'jpeg' or 'raw' (lossless).")] = "jpeg",
-    jpeg_quality: Annotated[int, typer.Option(help="JPEG quality of the frames.")] = 90,
+    jpeg_quality: Annotated[
+        int, typer.Option(help="JPEG quality of the frames.")
+    ] = DEFAULT_JPEG_QUALITY,
     videos_per_part: Annotated[int, typer.Option(help="Videos per part.")] = VIDEOS_PER_PART,
 ) -> None:
     """Write a version 2 store from a version 1 store (frames re-encoded, tracks copied)."""

@@ -58,7 +58,7 @@ INDEX_CHUNK = 4096
 
 FRAME_CODECS = ("jpeg", "raw")
 DEFAULT_FRAME_CODEC = "jpeg"
-DEFAULT_JPEG_QUALITY = 90  # measured: see docs/benchmarks.md (bench/store_scale.py)
+DEFAULT_JPEG_QUALITY = 85  # measured: see docs/benchmarks.md (bench/store_scale.py)
 RAW_ZSTD_LEVEL = 3
 TRACK_DTYPE = "float16"
 TRACK_CHANNELS = ("x", "y", "visible")
