@@ -129,7 +129,8 @@ def tables_markdown(cells: list[Cell], margins: list[Margin]) -> str:
                     line += [given + note, _number(cell.difference, signed=True)]
             lines.append("| " + " | ".join(line) + " |")
         seeds = max(len(c.ours) for c in mine)
-        lines += ["", f"mIoU (%); ours: mean ± std over {seeds} seeds where more than one.", ""]
+        spread = f"mean ± std over {seeds} seeds where more than one" if seeds > 1 else "one seed"
+        lines += ["", f"mIoU (%); ours: {spread}.", ""]
         mine_margins = [m for m in margins if m.table == table]
         if mine_margins:
             lines += ["| Margin | Column | mean ± std | per seed |", "|---|---|---|---|"]
