@@ -169,7 +169,9 @@ def test_a_rank_killed_under_torchrun_stops_the_other_with_one_line(train_store,
     print(f"torchrun exited {time.monotonic() - killed:.1f} s after rank 1 was killed")
     assert job.returncode != 0
     text = log.read_text()
-    [line] = [line for line in text.splitlines() if line.startswith("error: ")]
+    errors = [line for line in text.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, text[-4000:]
+    [line] = errors
     assert re.fullmatch(
         r"error: rank 0: (stopped by SIGTERM|lost contact with another rank \(.+\)); last good "
         r"checkpoint: \S+checkpoint-\d{8}\.pt; continue with --resume auto",
@@ -200,3 +202,30 @@ def test_sigterm_is_one_line_naming_the_last_checkpoint(train_store, tmp_path):
         r"checkpoint-\d{8}\.pt; continue with --resume auto",
         line,
     ), line
+
+
+def test_a_rank_stopping_for_a_fault_is_not_killed_before_its_report(tmp_path):
+    """torchrun follows one rank's failure with SIGTERM to the others: a rank that already left
+    training with an error must still print its line (SIGTERM ignored from then on); outside a
+    distributed job the previous SIGTERM handling comes back."""
+    program = f"""
+import os, signal, torch.distributed as dist
+from mosic.pipeline.faults import stop_on_sigterm
+if {{join}}:
+    dist.init_process_group("gloo", init_method="file://{tmp_path}/rendezvous", rank=0,
+                            world_size=1)
+try:
+    with stop_on_sigterm():
+        raise RuntimeError("gloo: Connection closed by peer")
+except RuntimeError:
+    os.kill(os.getpid(), signal.SIGTERM)
+    print("error: reported", flush=True)
+"""
+    ran = {}
+    for join in (True, False):
+        ran[join] = subprocess.run(
+            [sys.executable, "-c", program.format(join=join)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert ran[True].returncode == 0 and ran[True].stdout == "error: reported\n", ran[True]
+    assert ran[False].returncode == -signal.SIGTERM and not ran[False].stdout

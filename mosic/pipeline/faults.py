@@ -25,7 +25,11 @@ class Stopped(BaseException):  # not an error: the process was asked to stop
 @contextmanager
 def stop_on_sigterm() -> Iterator[None]:
     """Within the block, SIGTERM raises ``Stopped`` (in the main thread; elsewhere nothing
-    changes). A BaseException, so that no ``except Exception`` on the way swallows it."""
+    changes). A BaseException, so that no ``except Exception`` on the way swallows it.
+
+    A rank of a distributed job that leaves the block with an error ignores SIGTERM from then
+    on: it is about to report the error and exit, and torchrun follows one rank's failure with
+    SIGTERM to the others, which must not kill it before its one line is out."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -36,8 +40,10 @@ def stop_on_sigterm() -> Iterator[None]:
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    except BaseException:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN if dist.is_initialized() else previous)
+        raise
+    signal.signal(signal.SIGTERM, previous)
 
 
 def lost_rank(exc: RuntimeError) -> str | None:
