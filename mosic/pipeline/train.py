@@ -7,7 +7,6 @@ nccl on GPU). Rank 0 logs and writes checkpoints.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from mosic.pipeline.checkpoint import CheckpointError, list_checkpoints, save_checkpoint
 from mosic.pipeline.faults import Stopped, lost_rank, stop_on_sigterm
+from mosic.pipeline.job import Distributed, join_job
 from mosic.pipeline.run_config import show_changes
 from mosic.pipeline.run_folder import METRICS, Start, find_start, prepare_folder
 from mosic.pipeline.train_config import TrainConfig
@@ -47,35 +47,6 @@ class TrainingError(Exception):
 # Rank 0's lines: paths and reasons printed as they are (no markup, no wrapping).
 _out = Console(markup=False, highlight=False, soft_wrap=True)
 _err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
-
-
-@dataclass(frozen=True)
-class Distributed:
-    """This process's place in the job."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        """Whether this process logs and writes checkpoints."""
-        return self.rank == 0
-
-
-def init_distributed(device: torch.device) -> Distributed:
-    """Join the torchrun job if there is one (env RANK / WORLD_SIZE), else a single process."""
-    if "RANK" not in os.environ or dist.is_initialized():
-        return Distributed()
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ["LOCAL_RANK"]))
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @dataclass
@@ -128,11 +99,7 @@ def _train(
     on_step: Callable[[dict], None] | None,
     allow_changes: tuple[str, ...],
 ) -> TrainResult:
-    device = pick_device(cfg.device)
-    job = init_distributed(device)
-    if device.type == "cuda":
-        device = torch.device("cuda", job.local_rank)
-        torch.cuda.set_device(device)
+    device, job = join_job(cfg.device, cfg.loader_workers)
     if cfg.batch_size % job.world_size:
         raise TrainingError(
             f"--batch-size {cfg.batch_size} does not split over {job.world_size} ranks"
@@ -140,10 +107,6 @@ def _train(
     evaluator = TrainEvaluator(cfg.evaluation, device)  # checks the eval data before any work
     start = find_start(cfg, resume, allow_changes)
     torch.manual_seed(cfg.seed)
-    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        # Unless the user chose (OMP_NUM_THREADS), a core to each DataLoader worker, the rest
-        # to torch's intra-op threads.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) - cfg.loader_workers))
 
     dataset = ClipDataset(list(cfg.stores), cfg.clip, seed=cfg.seed)
     student = build_student(cfg).to(device)
