@@ -264,7 +264,7 @@ def demo(
     ] = None,
 ) -> None:
     """The trajectory benchmark for one seed: generated videos -> tracks -> start model ->
-    training (MoSiC, corrupted tracks) -> evaluation -> runs/demo/report.md (CPU)."""
+    training (MoSiC, no tracks, corrupted tracks) -> evaluation -> runs/demo/report.md (CPU)."""
     from mosic.pipeline.demo import DemoConfig, run_demo
 
     def run_cli(args: list[str]) -> None:

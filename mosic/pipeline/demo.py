@@ -1,11 +1,11 @@
 """``mosic demo``: the trajectory benchmark (docs/reproduce.md), one seed, on a CPU, with a report.
 
-The rows of ``configs/mini`` named in ``DemoConfig.rows`` (the start model, MoSiC and MoSiC on
-corrupted tracks) run through ``mosic reproduce``'s code for one seed: generated videos of
-object categories whose appearance drifts -> ``mosic extract-tracks`` (run as a command, so
-the rows find the store complete) -> the tracker scored against the generator's ground truth
-(TAP-Vid) -> the starting backbone pretrained on still frames -> ``mosic train`` -> the
-evaluations. ``report.md`` shows the table, the tracker's scores, the loss, and cluster maps of
+The rows of ``configs/mini`` named in ``DemoConfig.rows`` (the start model, MoSiC, MoSiC
+without tracks and MoSiC on corrupted tracks) run through ``mosic reproduce``'s code for one
+seed: generated videos of object categories whose appearance drifts -> ``mosic extract-tracks``
+(run as a command, so the rows find the store complete) -> the tracker scored against the
+generator's ground truth (TAP-Vid) -> the starting backbone pretrained on still frames ->
+``mosic train`` -> the evaluations. ``report.md`` shows the table, the tracker's scores, the loss, and cluster maps of
 held-out frames for every row. Every figure in the report comes from the run that writes it.
 """
 
@@ -41,7 +41,7 @@ class DemoConfig:
     """Which benchmark rows run, for which seed; ``steps`` overrides their training length."""
 
     configs: Path = CONFIGS
-    rows: tuple[str, ...] = ("a-start", "b-mosic", "d-swap-xy")
+    rows: tuple[str, ...] = ("a-start", "b-mosic", "c-no-tracks", "d-swap-xy")
     seed: int = 0
     steps: int | None = None
     frames_shown: int = 4
