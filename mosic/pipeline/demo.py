@@ -5,8 +5,9 @@ without tracks and MoSiC on corrupted tracks) run through ``mosic reproduce``'s 
 seed: generated videos of object categories whose appearance drifts -> ``mosic extract-tracks``
 (run as a command, so the rows find the store complete) -> the tracker scored against the
 generator's ground truth (TAP-Vid) -> the starting backbone pretrained on still frames ->
-``mosic train`` -> the evaluations. ``report.md`` shows the table, the tracker's scores, the loss, and cluster maps of
-held-out frames for every row. Every figure in the report comes from the run that writes it.
+``mosic train`` -> the evaluations. ``report.md`` shows the table, the tracker's scores, the
+loss, and cluster maps of held-out frames for every row. Every figure in the report comes from
+the run that writes it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from mosic.pipeline.reproduce import Locations, Reproduction
 from mosic.pipeline.reproduce_config import Row, load_rows
 from mosic.pipeline.reproduce_tables import write_tables
 from mosic.pipeline.trajbench import training_scene
+from mosic.stages.drift_layers import CATEGORIES
 from mosic.stages.evaluation.datasets import open_dataset
 from mosic.stages.evaluation.features import DenseFeatures
 from mosic.stages.evaluation.models import load_eval_backbone
@@ -228,7 +230,8 @@ def write_report(
         f"Generated in {seconds / 60:.1f} minutes on this machine by `mosic demo`: the "
         f"trajectory benchmark of docs/reproduce.md for seed {cfg.seed} (rows: {names}). "
         f"{spec.train_videos} training videos of {spec.frames} frames at "
-        f"{spec.width}x{spec.height}: objects of {3} shared categories (their texture pattern) "
+        f"{spec.width}x{spec.height}: objects of {len(CATEGORIES) - 1} shared categories "
+        "(their texture pattern) "
         "whose colour, brightness, orientation and shape change over time while they move, "
         "occlude each other and leave the frame, under a moving camera; held-out videos show "
         "new instances. Exact ground truth for tracks and masks.",
