@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_step.py --out runs/bench
 	$(BIN)/python bench/track_grid.py --out runs/bench
 	$(BIN)/python bench/teacher_precision.py --out runs/bench
+	$(BIN)/python bench/trajbench_headroom.py --out runs/bench
 
 bench-gpu: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,gpu]'

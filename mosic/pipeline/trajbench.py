@@ -31,7 +31,7 @@ import torch
 from mosic.pipeline.pretrain_stills import StillsConfig, pretrain_on_stills
 from mosic.pipeline.reproduce_config import Generate
 from mosic.stages.data.augment import AugmentConfig
-from mosic.stages.drift_videos import DriftScene, drift_scene, render
+from mosic.stages.drift_videos import DriftScene, DriftVideo, drift_scene, render
 from mosic.stages.evaluation.features import DenseFeatures
 from mosic.stages.evaluation.models import load_eval_backbone
 from mosic.stages.evaluation.track_consistency import track_consistency
@@ -65,7 +65,9 @@ def training_scene(spec: Generate, i: int) -> DriftScene:
     return _scene(spec, "train", i)
 
 
-def _video(spec: Generate, split: str, i: int):
+def drift_video(spec: Generate, split: str, i: int) -> DriftVideo:
+    """Video ``i`` of ``split`` ("train", "held-out" or "stills"), rendered: frames (T, H, W, 3)
+    uint8, category masks (T, H, W) and the scene (its exact tracks)."""
     seed = video_seed(spec, split, i)
     return render(_scene(spec, split, i), np.random.default_rng((seed, 1)))
 
@@ -77,11 +79,13 @@ def write_drift_data(spec: Generate, root: Path, log: Callable[[str], None] = pr
         f"{spec.pretrain_videos} stills videos (drifting categories) -> {root}"
     )
     for i in range(spec.train_videos):
-        write_frame_folder(_video(spec, "train", i), root / "videos" / f"train{i:03d}")
-    stills = [_video(spec, "stills", i).frames[::STILLS_EVERY] for i in range(spec.pretrain_videos)]
+        write_frame_folder(drift_video(spec, "train", i), root / "videos" / f"train{i:03d}")
+    stills = [
+        drift_video(spec, "stills", i).frames[::STILLS_EVERY] for i in range(spec.pretrain_videos)
+    ]
     if stills:
         np.save(root / "stills.npy", np.concatenate(stills))
-    held_out = [_video(spec, "held-out", i) for i in range(spec.eval_videos)]
+    held_out = [drift_video(spec, "held-out", i) for i in range(spec.eval_videos)]
     names = [f"scene{i:03d}" for i in range(spec.eval_videos)]
     d = spec.davis_videos
     write_davis([v.every(spec.davis_every) for v in held_out[:d]], root / "DAVIS", names[:d])
