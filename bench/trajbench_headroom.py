@@ -11,12 +11,13 @@ level k-means, K = 4, categories, ``input_size`` 128):
 - the benchmark's backbone as built (random initialisation, or ``--start`` weights);
 - that backbone trained on the category labels themselves (a linear head on its patch tokens,
   cross-entropy on each patch's majority label, every 2nd frame of the training videos,
-  horizontal flips), with its own head's accuracy at telling the 3 categories apart on the
-  object patches of the held-out videos, against chance (1 / 3).
+  horizontal flips; ``--seeds`` runs), with its own head's accuracy at telling the 3 categories
+  apart on the object patches of the held-out videos, against chance (1 / 3).
 
 A design in which MoSiC could move the column needs the last row well above chance and the video
 column of the trained backbone well above the all-background answer. Prints a table and writes
-``<out>/trajbench_headroom.json``. About 2 minutes on one core with the defaults.
+``<out>/trajbench_headroom.json``. About 2 minutes on one core with the defaults (3 seeds of the
+label training).
 """
 
 from __future__ import annotations
@@ -83,19 +84,22 @@ def annotated(dataset) -> tuple[np.ndarray, np.ndarray]:
     return frames, masks
 
 
-def inputs(frames: np.ndarray) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, SIZE, SIZE) normalised, as the evaluation feeds them."""
-    resized = torch.stack([resize_image(f, SIZE) for f in frames]).permute(0, 3, 1, 2)
-    return normalize_frames(resized)
+def resized(frames: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, SIZE, SIZE) uint8, resized as the evaluation resizes."""
+    return torch.stack([resize_image(f, SIZE) for f in frames]).permute(0, 3, 1, 2)
+
+
+def patch_labels(masks: np.ndarray, patch: int, chunk: int = 256) -> torch.Tensor:
+    """(N, H, W) category masks -> (N, SIZE / patch, SIZE / patch) int64 majority labels."""
+    parts = [patch_fractions(masks[i : i + chunk], patch) for i in range(0, len(masks), chunk)]
+    return torch.cat([p.argmax(1) for p in parts])
 
 
 def train_on_labels(
-    backbone: nn.Module, frames: np.ndarray, masks: np.ndarray, steps: int, seed: int
+    backbone: nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int, seed: int
 ) -> tuple[nn.Module, nn.Linear, float]:
-    """Every parameter of ``backbone`` and a linear head trained on patch majority labels of
-    (N, H, W, 3) frames and (N, H, W) masks; returns both and the last 50 steps' mean loss."""
-    patch = backbone.patch_embed.patch_size[0]
-    x, y = inputs(frames), patch_fractions(masks, patch).argmax(1)
+    """Every parameter of ``backbone`` and a linear head trained on (N, 3, SIZE, SIZE) uint8
+    images and their (N, h, w) patch labels; returns both and the last 50 steps' mean loss."""
     head = nn.Linear(backbone.num_features, CLASSES)
     params = [*backbone.parameters(), *head.parameters()]
     for p in params:
@@ -105,8 +109,8 @@ def train_on_labels(
     backbone.train()
     losses = []
     for _ in range(steps):
-        pick = torch.randint(len(x), (16,), generator=generator)
-        xb, yb = x[pick], y[pick]
+        pick = torch.randint(len(images), (16,), generator=generator)
+        xb, yb = normalize_frames(images[pick]), labels[pick]
         if torch.rand(1, generator=generator) < 0.5:
             xb, yb = xb.flip(-1), yb.flip(-1)
         logits = head(patch_tokens(backbone, xb).permute(0, 2, 3, 1))
@@ -122,9 +126,8 @@ def train_on_labels(
 def category_accuracy(backbone: nn.Module, head: nn.Linear, frames, masks) -> float:
     """On the patches whose majority label is an object: how often the head's highest-scoring
     category (background left out, so chance is 1 / 3) is the patch's category."""
-    patch = backbone.patch_embed.patch_size[0]
-    y = patch_fractions(masks, patch).argmax(1)
-    logits = head(patch_tokens(backbone, inputs(frames)).permute(0, 2, 3, 1))
+    y = patch_labels(masks, backbone.patch_embed.patch_size[0])
+    logits = head(patch_tokens(backbone, normalize_frames(resized(frames))).permute(0, 2, 3, 1))
     pred = logits[..., 1:].argmax(-1) + 1
     on_objects = y > 0
     return float((pred[on_objects] == y[on_objects]).float().mean())
@@ -143,6 +146,7 @@ def main() -> None:
     parser.add_argument("--data-seed", type=int, default=None, help="default: the configs'")
     parser.add_argument("--train-videos", type=int, default=None, help="default: the configs'")
     parser.add_argument("--steps", type=int, default=800, help="training on the labels")
+    parser.add_argument("--seeds", type=int, default=3, help="training runs on the labels")
     parser.add_argument("--start", type=Path, default=None, help="start weights (default: random)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
     args = parser.parse_args()
@@ -153,7 +157,13 @@ def main() -> None:
     given = {"data_seed": args.data_seed, "train_videos": args.train_videos}
     spec = replace(spec, **{k: v for k, v in given.items() if v is not None})
     started = time.perf_counter()
-    train = [drift_video(spec, "train", i) for i in range(spec.train_videos)]
+    patch = create_backbone("vit-tiny-test").patch_embed.patch_size[0]
+    images, labels = [], []  # every 2nd frame of each training video, kept small
+    for i in range(spec.train_videos):
+        video = drift_video(spec, "train", i)
+        images.append(resized(video.frames[::2]))
+        labels.append(patch_labels(video.masks[::2], patch))
+    images, labels = torch.cat(images), torch.cat(labels)
     held = [
         drift_video(spec, "held-out", i).every(spec.davis_every) for i in range(spec.davis_videos)
     ]
@@ -169,34 +179,34 @@ def main() -> None:
         dataset = open_dataset("davis", tmp, "val")
         frames, masks = annotated(dataset)  # as the column reads them (JPEG frames)
 
-        def video(features) -> float:
+        def column(features) -> float:
             return evaluate_video(dataset, features, mode="dataset", input_size=SIZE)["miou"]
 
         rows["all background"] = {"video": all_background(masks)}
-        patch = backbone().patch_embed.patch_size[0]
-        rows["ground-truth features"] = {"video": video(GroundTruthFeatures(frames, masks, patch))}
+        rows["ground-truth features"] = {"video": column(GroundTruthFeatures(frames, masks, patch))}
         name = "start model" if args.start else "backbone, random initialisation"
-        rows[name] = {"video": video(DenseFeatures(backbone()))}
-        started = time.perf_counter()
-        train_frames = np.concatenate([v.frames[::2] for v in train])
-        train_masks = np.concatenate([v.masks[::2] for v in train])
-        model, head, loss = train_on_labels(backbone(), train_frames, train_masks, args.steps, 0)
-        rows[f"{name}, trained on the labels"] = {
-            "video": video(DenseFeatures(model)),
-            "held_out_category_accuracy": category_accuracy(model, head, frames, masks),
-            "chance": 1 / (CLASSES - 1),
-            "train_loss": loss,
-            "train_s": time.perf_counter() - started,
-        }
+        rows[name] = {"video": column(DenseFeatures(backbone()))}
+        for seed in range(args.seeds):
+            started = time.perf_counter()
+            torch.manual_seed(seed)  # the head's initialisation
+            model, head, loss = train_on_labels(backbone(), images, labels, args.steps, seed)
+            rows[f"{name}, trained on the labels, seed {seed}"] = {
+                "video": column(DenseFeatures(model)),
+                "held_out_category_accuracy": category_accuracy(model, head, frames, masks),
+                "chance": 1 / (CLASSES - 1),
+                "train_loss": loss,
+                "train_s": time.perf_counter() - started,
+            }
 
     baseline = rows["all background"]["video"]
     print(
         f"data seed {spec.data_seed}: {spec.train_videos} training videos, {len(held)} held-out "
         f"({len(frames)} annotated frames); rendering {render_s:.0f} s"
     )
-    print(f"{'':56s} {'video':>7s} {'/ all bg':>9s} {'category acc':>13s} {'/ chance':>9s}")
+    width = max(map(len, rows))
+    print(f"{'':{width}s} {'video':>7s} {'/ all bg':>9s} {'category acc':>13s} {'/ chance':>9s}")
     for label, row in rows.items():
-        line = f"{label:56s} {100 * row['video']:7.1f} {row['video'] / baseline:9.2f}"
+        line = f"{label:{width}s} {100 * row['video']:7.1f} {row['video'] / baseline:9.2f}"
         if "held_out_category_accuracy" in row:
             accuracy = row["held_out_category_accuracy"]
             line += f" {100 * accuracy:13.1f} {accuracy / row['chance']:9.2f}"
