@@ -47,14 +47,17 @@ from mosic.stages.synthetic_datasets import write_davis
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "mini" / "a-start.yaml"
 SIZE = 128  # the column's input size (configs/mini)
+DATASET_EVAL_SIZE = 112  # the masks the dataset-level video column scores (evaluate_video)
 CLASSES = len(CATEGORIES)
 
 
 def patch_fractions(masks: np.ndarray, patch: int) -> torch.Tensor:
     """Category masks (N, H, W) -> (N, CLASSES, SIZE / patch, SIZE / patch) float32: each
     patch's fraction of each category after the evaluation's resize to SIZE."""
-    resized = torch.stack([resize_mask(m, SIZE, SIZE) for m in masks])
-    onehot = F.one_hot(resized.clamp(0, CLASSES - 1), CLASSES).permute(0, 3, 1, 2).float()
+    labels = torch.stack([resize_mask(m, SIZE, SIZE) for m in masks])
+    if labels.min() < 0 or labels.max() >= CLASSES:
+        raise ValueError(f"masks hold ids outside 0..{CLASSES - 1} (ignored pixels?)")
+    onehot = F.one_hot(labels, CLASSES).permute(0, 3, 1, 2).float()
     return F.avg_pool2d(onehot, patch)
 
 
@@ -134,11 +137,11 @@ def category_accuracy(backbone: nn.Module, head: nn.Linear, frames, masks) -> fl
 
 
 def all_background(masks: np.ndarray) -> float:
-    """mIoU over the ids present when every pixel is called background (at the 112 px masks of
-    the dataset-level column)."""
-    resized = torch.stack([resize_mask(m, SIZE, 112) for m in masks]).numpy()
-    ids = np.unique(resized)
-    return float(np.mean([(resized == 0).mean() if i == 0 else 0.0 for i in ids]))
+    """mIoU over the ids present when every pixel is called background: the background's IoU
+    is its share of the pixels, every other id's 0 (at the masks the dataset-level column
+    scores)."""
+    scored = torch.stack([resize_mask(m, SIZE, DATASET_EVAL_SIZE) for m in masks]).numpy()
+    return float((scored == 0).mean() / len(np.unique(scored)))
 
 
 def main() -> None:

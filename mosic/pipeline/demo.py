@@ -231,10 +231,9 @@ def write_report(
         f"trajectory benchmark of docs/reproduce.md for seed {cfg.seed} (rows: {names}). "
         f"{spec.train_videos} training videos of {spec.frames} frames at "
         f"{spec.width}x{spec.height}: objects of {len(CATEGORIES) - 1} shared categories "
-        "(their texture pattern) "
-        "whose colour, brightness, orientation and shape change over time while they move, "
-        "occlude each other and leave the frame, under a moving camera; held-out videos show "
-        "new instances. Exact ground truth for tracks and masks.",
+        "(their texture pattern) whose colour, brightness, orientation and shape change over "
+        "time while they move, occlude each other and leave the frame, under a moving camera; "
+        "held-out videos show new instances. Exact ground truth for tracks and masks.",
         "",
         "## Stage one: tracks",
         "![tracks](tracks.png)",
